@@ -1,0 +1,387 @@
+"""Decoder-only transformer in Flax NNX: the Llama and GPT-2 families in one file.
+
+Modules are written bottom-up: norm, attention, MLP, block, transformer. Tensor names
+carry their axes, one letter each:
+
+  b batch   t query position   s key position   d model width   v vocabulary
+  n query heads   k key/value heads   g query heads per kv head   h head dim   f MLP width
+  l layers
+
+Every parameter carries logical axis names in its ``axes`` metadata (e.g. ``('embed',
+'mlp')``); ``llm/sharding.py`` maps those names to mesh axes with one rules table.
+Parameters are float32; compute happens in ``ModelConfig.dtype`` (bfloat16 on
+accelerators) with norms, softmax and the loss in float32.
+
+This module imports only jax, flax and numpy, so the throughput benchmark runs on
+machines without TensorFlow or ml_collections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Family = Literal['llama', 'gpt2']
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of the decoder. ``family`` fills the switches it implies."""
+
+  vocab_size: int  # tokenizer vocabulary; the embedding is padded to vocab_multiple
+  d_model: int = 128  # residual stream width
+  n_layers: int = 4  # transformer blocks
+  n_heads: int = 4  # query heads
+  n_kv_heads: int | None = None  # key/value heads (GQA); None = n_heads
+  d_head: int | None = None  # per-head width; None = d_model // n_heads
+  d_ff: int | None = None  # MLP width; None = 4 * d_model (gelu) or 8/3 * d_model (swiglu)
+  max_seq_len: int = 1024  # longest sequence (size of the learned position table)
+  family: Family = 'llama'  # defaults for the switches below
+  norm: Literal['rms', 'layer'] | None = None  # None: rms (llama), layer (gpt2)
+  positions: Literal['rope', 'learned'] | None = None  # None: rope (llama), learned (gpt2)
+  mlp: Literal['swiglu', 'gelu'] | None = None  # None: swiglu (llama), gelu (gpt2)
+  use_bias: bool | None = None  # None: False (llama), True (gpt2)
+  tie_embeddings: bool | None = None  # None: False (llama), True (gpt2)
+  dropout: float = 0.0  # on embeddings and residual branches
+  rope_theta: float = 10_000.0  # RoPE base (Su et al., 2021)
+  norm_eps: float = 1e-5
+  vocab_multiple: int = 128  # pad the embedding rows to a multiple of this (MXU/tensor-core friendly)
+  dtype: str = 'float32'  # compute dtype: bfloat16 on accelerators, float32 on CPU
+  param_dtype: str = 'float32'
+  remat: Literal['none', 'full', 'dots', 'dots_no_batch'] = 'none'  # rematerialisation policy per block
+  attention: Literal['xla', 'cudnn'] = 'xla'  # cudnn = flash attention on NVIDIA GPUs
+  scan_layers: bool = True  # lax.scan over stacked blocks (fast compiles) or a Python loop
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    llama = self.family == 'llama'
+    if self.family not in ('llama', 'gpt2'):
+      raise ValueError(f"model.family must be 'llama' or 'gpt2', got {self.family!r}")
+    defaults = dict(
+        n_kv_heads=self.n_heads,
+        d_head=self.d_model // self.n_heads,
+        d_ff=_swiglu_width(self.d_model) if (self.mlp or ('swiglu' if llama else 'gelu')) == 'swiglu'
+        else 4 * self.d_model,
+        norm='rms' if llama else 'layer',
+        positions='rope' if llama else 'learned',
+        mlp='swiglu' if llama else 'gelu',
+        use_bias=not llama,
+        tie_embeddings=not llama,
+    )
+    for name, value in defaults.items():
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, value)
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(
+          f'model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}')
+    if self.positions == 'rope' and self.d_head % 2:
+      raise ValueError(f'rotary positions need an even head width, got d_head={self.d_head}')
+
+  @property
+  def padded_vocab(self) -> int:
+    m = max(1, self.vocab_multiple)
+    return (self.vocab_size + m - 1) // m * m
+
+  def param_count(self, embedding: bool = True) -> int:
+    """Number of parameters (including the padded embedding rows)."""
+    d, f, h = self.d_model, self.d_ff, self.d_head
+    attn = d * h * (self.n_heads + 2 * self.n_kv_heads) + self.n_heads * h * d
+    mlp = d * f * (3 if self.mlp == 'swiglu' else 2)
+    norms = 2 * d * (2 if self.norm == 'layer' else 1)
+    biases = (h * (self.n_heads + 2 * self.n_kv_heads) + d + f + d) if self.use_bias else 0
+    total = self.n_layers * (attn + mlp + norms + biases) + d * (2 if self.norm == 'layer' else 1)
+    if embedding:
+      total += self.padded_vocab * d * (1 if self.tie_embeddings else 2)
+      if self.positions == 'learned':
+        total += self.max_seq_len * d
+    return total
+
+
+def _swiglu_width(d_model: int) -> int:
+  """8/3 d rounded up to a multiple of 256, as Llama does (keeps the parameter count of a 4d GELU MLP)."""
+  return int(math.ceil(8 * d_model / 3 / 256) * 256)
+
+
+# One table of model sizes. Each entry is a partial ModelConfig; the tokenizer fills vocab_size.
+SIZES: dict[str, dict] = {
+    # nanoGPT's CPU Shakespeare model: GPT-2 style, no biases.
+    'char-tiny': dict(family='gpt2', d_model=128, n_layers=4, n_heads=4, use_bias=False, max_seq_len=64),
+    # Small Llama-style model for the default CPU run.
+    'tiny': dict(family='llama', d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384, max_seq_len=256),
+    'smoke': dict(family='llama', d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=128),
+    '124m': dict(family='gpt2', d_model=768, n_layers=12, n_heads=12, max_seq_len=1024),
+    '350m': dict(family='gpt2', d_model=1024, n_layers=24, n_heads=16, max_seq_len=1024),
+    # Llama-3.2-1B shape with a 32k vocabulary: 1.1B parameters.
+    '1b': dict(family='llama', d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, d_ff=8192,
+               max_seq_len=2048, rope_theta=500_000.0),
+    # Llama-2-7B shape.
+    '7b': dict(family='llama', d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, d_ff=11008,
+               max_seq_len=4096),
+}
+
+
+def config_for_size(size: str, vocab_size: int, **overrides) -> ModelConfig:
+  """Look up ``size`` in SIZES and build a ModelConfig; ``overrides`` win over the table."""
+  if size not in SIZES:
+    raise ValueError(f'unknown model size {size!r}; choose one of {sorted(SIZES)}')
+  fields = {**SIZES[size], **{k: v for k, v in overrides.items() if v is not None}}
+  return ModelConfig(vocab_size=vocab_size, **fields)
+
+
+def _param(key: jax.Array, shape: tuple[int, ...], axes: tuple[str | None, ...], std: float | None,
+           dtype: str) -> nnx.Param:
+  """A parameter with logical axis names; std=None means zeros, 'ones' handled by callers."""
+  assert len(shape) == len(axes), (shape, axes)
+  if std is None:
+    value = jnp.zeros(shape, dtype)
+  else:
+    value = std * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+  return nnx.Param(value, axes=axes)
+
+
+def _ones(shape: tuple[int, ...], axes: tuple[str | None, ...], dtype: str) -> nnx.Param:
+  return nnx.Param(jnp.ones(shape, dtype), axes=axes)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when key is None (evaluation) or rate is 0."""
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+  """Shard an activation by logical names, using the rules installed by llm.sharding."""
+  from llm import sharding  # local import: sharding imports nothing from here
+  return sharding.constrain(x, logical_axes)
+
+
+class Norm(nnx.Module):
+  """RMSNorm (Zhang & Sennrich, 2019) or LayerNorm, computed in float32."""
+
+  def __init__(self, cfg: ModelConfig):
+    self.kind, self.eps = cfg.norm, cfg.norm_eps
+    self.scale = _ones((cfg.d_model,), ('norm',), cfg.param_dtype)
+    if cfg.norm == 'layer':
+      self.bias = nnx.Param(jnp.zeros((cfg.d_model,), cfg.param_dtype), axes=('norm',))
+
+  def __call__(self, x_btd: jax.Array) -> jax.Array:
+    x = x_btd.astype(jnp.float32)
+    if self.kind == 'layer':
+      x = x - x.mean(-1, keepdims=True)
+    x = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + self.eps)
+    x = x * self.scale[...]
+    if self.kind == 'layer':
+      x = x + self.bias[...]
+    return x.astype(x_btd.dtype)
+
+
+def rope(x_btnh: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
+  """Rotary position embedding (Su et al., 2021), rotate-half convention as in Llama/HF."""
+  h = x_btnh.shape[-1]
+  freq_h = 1.0 / theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h)  # [h/2]
+  angle_bth = positions_bt[..., None].astype(jnp.float32) * freq_h
+  sin, cos = jnp.sin(angle_bth)[:, :, None, :], jnp.cos(angle_bth)[:, :, None, :]
+  x1, x2 = jnp.split(x_btnh.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_btnh.dtype)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with grouped-query heads (Ainslie et al., 2023)."""
+
+  def __init__(self, cfg: ModelConfig, key: jax.Array):
+    self.cfg = cfg
+    d, n, k, h, std, pd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.init_std, cfg.param_dtype
+    kq, kk, kv, ko = jax.random.split(key, 4)
+    self.w_q_dnh = _param(kq, (d, n, h), ('embed', 'heads', 'head_dim'), std, pd)
+    self.w_k_dkh = _param(kk, (d, k, h), ('embed', 'kv_heads', 'head_dim'), std, pd)
+    self.w_v_dkh = _param(kv, (d, k, h), ('embed', 'kv_heads', 'head_dim'), std, pd)
+    # GPT-2's residual-projection scaling: std / sqrt(2 * n_layers).
+    self.w_o_nhd = _param(ko, (n, h, d), ('heads', 'head_dim', 'embed'), std / math.sqrt(2 * cfg.n_layers), pd)
+    if cfg.use_bias:
+      self.b_q_nh = _param(kq, (n, h), ('heads', 'head_dim'), None, pd)
+      self.b_k_kh = _param(kk, (k, h), ('kv_heads', 'head_dim'), None, pd)
+      self.b_v_kh = _param(kv, (k, h), ('kv_heads', 'head_dim'), None, pd)
+      self.b_o_d = _param(ko, (d,), ('embed',), None, pd)
+
+  def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None) -> jax.Array:
+    cfg, dt = self.cfg, x_btd.dtype
+    q_btnh = jnp.einsum('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt))
+    k_btkh = jnp.einsum('btd,dkh->btkh', x_btd, self.w_k_dkh[...].astype(dt))
+    v_btkh = jnp.einsum('btd,dkh->btkh', x_btd, self.w_v_dkh[...].astype(dt))
+    if cfg.use_bias:
+      q_btnh += self.b_q_nh[...].astype(dt)
+      k_btkh += self.b_k_kh[...].astype(dt)
+      v_btkh += self.b_v_kh[...].astype(dt)
+    if cfg.positions == 'rope':
+      q_btnh = rope(q_btnh, positions_bt, cfg.rope_theta)
+      k_btkh = rope(k_btkh, positions_bt, cfg.rope_theta)
+    q_btnh = constrain(q_btnh, ('act_batch', 'act_length', 'act_heads', None))
+    # Packed documents: a token attends only to earlier tokens of its own segment.
+    mask_b1ts = None
+    if segments_bt is not None:
+      mask_b1ts = (segments_bt[:, None, :, None] == segments_bt[:, None, None, :])
+    if cfg.attention == 'cudnn':
+      o_btnh = jax.nn.dot_product_attention(q_btnh, k_btkh, v_btkh, mask=mask_b1ts, is_causal=True,
+                                            implementation='cudnn')
+    else:
+      o_btnh = _xla_attention(q_btnh, k_btkh, v_btkh, mask_b1ts)
+    out_btd = jnp.einsum('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt))
+    if cfg.use_bias:
+      out_btd += self.b_o_d[...].astype(dt)
+    return out_btd
+
+
+def _xla_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
+                   mask_b1ts: jax.Array | None) -> jax.Array:
+  """Causal softmax attention in plain einsums; runs on every backend."""
+  b, t, n, h = q_btnh.shape
+  k = k_bskh.shape[2]
+  q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
+  logits_bkgts = jnp.einsum('btkgh,bskh->bkgts', q_btkgh, k_bskh).astype(jnp.float32) / math.sqrt(h)
+  mask_ts = jnp.tril(jnp.ones((t, t), bool))
+  mask = mask_ts if mask_b1ts is None else (mask_ts & mask_b1ts)[:, :, None]  # -> [b, 1, 1, t, s]
+  logits_bkgts = jnp.where(mask, logits_bkgts, jnp.finfo(jnp.float32).min)
+  probs_bkgts = jax.nn.softmax(logits_bkgts, axis=-1).astype(v_bskh.dtype)
+  o_btkgh = jnp.einsum('bkgts,bskh->btkgh', probs_bkgts, v_bskh)
+  return o_btkgh.reshape(b, t, n, h)
+
+
+class MLP(nnx.Module):
+  """SwiGLU (Shazeer, 2020) or GELU feed-forward."""
+
+  def __init__(self, cfg: ModelConfig, key: jax.Array):
+    self.cfg = cfg
+    d, f, std, pd = cfg.d_model, cfg.d_ff, cfg.init_std, cfg.param_dtype
+    k1, k2, k3 = jax.random.split(key, 3)
+    self.w_in_df = _param(k1, (d, f), ('embed', 'mlp'), std, pd)
+    if cfg.mlp == 'swiglu':
+      self.w_gate_df = _param(k3, (d, f), ('embed', 'mlp'), std, pd)
+    self.w_out_fd = _param(k2, (f, d), ('mlp', 'embed'), std / math.sqrt(2 * cfg.n_layers), pd)
+    if cfg.use_bias:
+      self.b_in_f = _param(k1, (f,), ('mlp',), None, pd)
+      self.b_out_d = _param(k2, (d,), ('embed',), None, pd)
+
+  def __call__(self, x_btd: jax.Array) -> jax.Array:
+    cfg, dt = self.cfg, x_btd.dtype
+    h_btf = jnp.einsum('btd,df->btf', x_btd, self.w_in_df[...].astype(dt))
+    if cfg.use_bias:
+      h_btf += self.b_in_f[...].astype(dt)
+    if cfg.mlp == 'swiglu':
+      h_btf = jax.nn.silu(jnp.einsum('btd,df->btf', x_btd, self.w_gate_df[...].astype(dt))) * h_btf
+    else:
+      h_btf = jax.nn.gelu(h_btf, approximate=True)
+    h_btf = constrain(h_btf, ('act_batch', 'act_length', 'act_mlp'))
+    out_btd = jnp.einsum('btf,fd->btd', h_btf, self.w_out_fd[...].astype(dt))
+    if cfg.use_bias:
+      out_btd += self.b_out_d[...].astype(dt)
+    return out_btd
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: ModelConfig, key: jax.Array):
+    ka, km = jax.random.split(key)
+    self.cfg = cfg
+    self.attn_norm = Norm(cfg)
+    self.attn = Attention(cfg, ka)
+    self.mlp_norm = Norm(cfg)
+    self.mlp = MLP(cfg, km)
+
+  def __call__(self, x_btd, positions_bt, segments_bt, dropout_key=None):
+    k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+    x_btd = x_btd + dropout(self.attn(self.attn_norm(x_btd), positions_bt, segments_bt), self.cfg.dropout, k1)
+    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd)), self.cfg.dropout, k2)
+    return constrain(x_btd, ('act_batch', 'act_length', 'act_embed'))
+
+
+_REMAT_POLICIES = {
+    'full': None,  # recompute everything in the backward pass
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Transformer(nnx.Module):
+  """Token embedding, a stack of blocks (stacked on a leading 'layers' axis), final norm, LM head."""
+
+  def __init__(self, cfg: ModelConfig, key: jax.Array):
+    self.cfg = cfg
+    V, d, pd = cfg.padded_vocab, cfg.d_model, cfg.param_dtype
+    k_emb, k_pos, k_blocks, k_head = jax.random.split(key, 4)
+    self.embed_vd = _param(k_emb, (V, d), ('vocab', 'embed'), cfg.init_std, pd)
+    if cfg.positions == 'learned':
+      self.pos_td = _param(k_pos, (cfg.max_seq_len, d), (None, 'embed'), cfg.init_std, pd)
+    # Blocks are built once per layer under vmap, so each parameter gains a leading
+    # 'layers' axis; the forward pass scans over it (one compiled block, fast compiles).
+    self.blocks = nnx.vmap(lambda k: Block(cfg, k))(jax.random.split(k_blocks, cfg.n_layers))
+    for _, var in nnx.iter_graph(self.blocks):
+      if isinstance(var, nnx.Param):
+        var.set_metadata(axes=('layers',) + tuple(var.get_metadata()['axes']))
+    self.final_norm = Norm(cfg)
+    if not cfg.tie_embeddings:
+      self.head_dv = _param(k_head, (d, V), ('embed', 'vocab'), cfg.init_std, pd)
+
+  def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array | None = None,
+               segments_bt: jax.Array | None = None, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Logits [b, t, padded_vocab] in float32.
+
+    tokens_bt: int token ids [b, t]. positions_bt: position of each token inside its
+    document (default 0..t-1). segments_bt: document id of each token for packed rows
+    (tokens of different segments never attend to each other); None = one document a row.
+    dropout_key: enables dropout when given (training).
+    """
+    cfg = self.cfg
+    dt = jnp.dtype(cfg.dtype)
+    b, t = tokens_bt.shape
+    if positions_bt is None:
+      positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    x_btd = jnp.take(self.embed_vd[...], tokens_bt, axis=0).astype(dt)
+    if cfg.positions == 'learned':
+      x_btd = x_btd + jnp.take(self.pos_td[...], positions_bt, axis=0).astype(dt)
+    emb_key, layers_key = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+    x_btd = dropout(x_btd, cfg.dropout, emb_key)
+    x_btd = constrain(x_btd, ('act_batch', 'act_length', 'act_embed'))
+
+    def block_fn(x_btd, block_state, key):
+      block = nnx.merge(block_graph, block_state)
+      return block(x_btd, positions_bt, segments_bt, key)
+
+    if cfg.remat != 'none':
+      block_fn = jax.checkpoint(block_fn, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    block_graph, stacked = nnx.split(self.blocks)
+    keys = (jax.random.split(layers_key, cfg.n_layers) if layers_key is not None else None)
+    if cfg.scan_layers:
+      def scan_body(x_btd, layer):
+        state, key = layer
+        return block_fn(x_btd, state, key), None
+      x_btd, _ = jax.lax.scan(scan_body, x_btd, (stacked, keys))
+    else:
+      for i in range(cfg.n_layers):
+        layer_state = jax.tree.map(lambda a: a[i], stacked)
+        x_btd = block_fn(x_btd, layer_state, None if keys is None else keys[i])
+
+    x_btd = self.final_norm(x_btd)
+    if cfg.tie_embeddings:
+      logits_btv = jnp.einsum('btd,vd->btv', x_btd, self.embed_vd[...].astype(dt))
+    else:
+      logits_btv = jnp.einsum('btd,dv->btv', x_btd, self.head_dv[...].astype(dt))
+    logits_btv = constrain(logits_btv, ('act_batch', 'act_length', 'act_vocab'))
+    # Padding rows of the vocabulary never win: every score below is a true log-likelihood.
+    return mask_padded_vocab(logits_btv.astype(jnp.float32), cfg.vocab_size)
+
+
+def mask_padded_vocab(logits_btv: jax.Array, vocab_size: int) -> jax.Array:
+  """Set logits of the padding rows of the vocabulary to -inf (for sampling and scoring)."""
+  if logits_btv.shape[-1] == vocab_size:
+    return logits_btv
+  valid = jnp.arange(logits_btv.shape[-1]) < vocab_size
+  return jnp.where(valid, logits_btv, -1e9)  # finite, so 0 * logit stays 0 in the loss

@@ -1,0 +1,114 @@
+"""Helpers of the training scripts: config -> dataclasses, metric log, pre-emption, NaN check."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+from typing import Any
+
+from llm.data import DataConfig
+from llm.model import ModelConfig, config_for_size
+
+
+def configure_cpu_devices(n: int) -> None:
+  """Split the host CPU into ``n`` XLA devices (n > 0); call before JAX's CPU backend starts.
+
+  Only the CPU platform is affected, so this is harmless on GPU and TPU hosts. An explicit
+  --xla_force_host_platform_device_count in XLA_FLAGS wins.
+  """
+  if n <= 0:
+    return
+  flags_ = os.environ.get('XLA_FLAGS', '')
+  if 'xla_force_host_platform_device_count' not in flags_:
+    os.environ['XLA_FLAGS'] = f'{flags_} --xla_force_host_platform_device_count={n}'.strip()
+
+
+_MODEL_OVERRIDES = ('family', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
+                    'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'rope_theta', 'dropout',
+                    'vocab_multiple', 'remat', 'scan_layers')
+
+
+def model_config(cfg, vocab_size: int, backend: str) -> ModelConfig:
+  """ModelConfig from ``cfg.model`` (size table + overrides); 'auto' choices follow the backend."""
+  m = cfg.model
+  overrides = {k: m[k] for k in _MODEL_OVERRIDES if m.get(k) is not None}
+  overrides.setdefault('max_seq_len', cfg.data.seq_len)
+  if overrides['max_seq_len'] < cfg.data.seq_len:
+    raise ValueError(f'model.max_seq_len={overrides["max_seq_len"]} is shorter than data.seq_len='
+                     f'{cfg.data.seq_len}; raise it or shorten the rows')
+  dtype = m.dtype if m.dtype != 'auto' else ('float32' if backend == 'cpu' else 'bfloat16')
+  attention = m.attention if m.attention != 'auto' else ('cudnn' if backend == 'gpu' else 'xla')
+  if attention == 'cudnn' and backend != 'gpu':
+    raise ValueError(f"model.attention='cudnn' needs an NVIDIA GPU (backend is {backend}); use 'xla'")
+  return config_for_size(m.size, vocab_size, dtype=dtype, attention=attention, **overrides)
+
+
+def optim_config(cfg):
+  from llm.trainer import OptimConfig
+  t = cfg.train
+  return OptimConfig(lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps,
+                     decay_steps=t.decay_steps or t.steps, b1=t.b1, b2=t.b2, eps=t.eps,
+                     weight_decay=t.weight_decay, grad_clip=t.grad_clip, accum_steps=t.accum_steps)
+
+
+def data_config(cfg) -> DataConfig:
+  d = cfg.data
+  return DataConfig(sources=d.sources, seq_len=d.seq_len, tokenizer=d.tokenizer, spm_model=d.spm_model,
+                    doc_separator=d.doc_separator, jsonl_field=d.jsonl_field, split=d.split,
+                    val_fraction=d.val_fraction, decode_errors=d.decode_errors, seed=d.seed)
+
+
+class NonFiniteLoss(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def check_finite(steps: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+  """Raise NonFiniteLoss naming the first step whose train_loss is not finite."""
+  for step, metrics in steps:
+    loss = float(metrics['train_loss'])
+    if not math.isfinite(loss):
+      raise NonFiniteLoss(
+          f'training loss is {loss} at step {step}; no checkpoint was written past the last finite step. '
+          f'Lower train.lr, raise train.warmup_steps, or check the data')
+  return steps
+
+
+class MetricsLog:
+  """``metrics.jsonl``: one JSON object per logged step.
+
+  On resume from step s, lines with step > s are dropped (they were logged by the
+  interrupted run after its last checkpoint and will be logged again).
+  """
+
+  def __init__(self, path: str, truncate_after: int, enabled: bool = True):
+    self.path, self.enabled = path, enabled
+    if enabled and os.path.exists(path):
+      with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line).get('step', 0) <= truncate_after]
+      tmp = path + '.tmp'
+      with open(tmp, 'w') as f:
+        f.writelines(keep)
+      os.replace(tmp, path)
+
+  def write(self, row: dict[str, Any]) -> None:
+    if self.enabled:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(row, sort_keys=True) + '\n')
+
+
+class PreemptionGuard:
+  """Turns SIGTERM (a TPU VM or spot instance being reclaimed) into a flag the loop checks."""
+
+  def __init__(self):
+    self.requested = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. some test runners): no handler
+      pass
+
+  def _handle(self, signum, frame) -> None:
+    del signum, frame
+    self.requested = True

@@ -1,0 +1,214 @@
+"""Pure training pieces: optimizer, sharded state creation, the train and eval steps.
+
+Everything here is a function of arrays and dataclasses: no TensorFlow, CLU or
+ml_collections, so the throughput benchmark and GPU/TPU hosts without them can import it.
+Parameters live as a plain nested dict of arrays (``nnx.to_pure_dict``) and the model is
+rebuilt inside jit with ``nnx.merge(graphdef, params)``; this keeps the step a pure
+function that donates and returns its state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from llm import sharding
+from llm.model import ModelConfig, Transformer
+
+Params = dict[str, Any]
+Batch = dict[str, jax.Array]  # 'inputs', 'targets', 'positions', 'segments': int32 [b, t]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW with linear warmup and cosine decay, global-norm clipping."""
+
+  lr: float = 3e-4  # peak learning rate
+  min_lr: float = 3e-5  # learning rate at the end of the cosine
+  warmup_steps: int = 100
+  decay_steps: int = 1000  # length of warmup + cosine (usually the number of train steps)
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.1  # applied to matrices only, not norms, biases
+  grad_clip: float = 1.0  # global-norm clipping; 0 disables
+  accum_steps: int = 1  # microbatches per step (gradient accumulation)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: number of optimizer updates applied
+  params: Params
+  opt_state: Any
+
+
+def schedule(cfg: OptimConfig) -> optax.Schedule:
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.lr, warmup_steps=cfg.warmup_steps,
+      decay_steps=max(cfg.decay_steps, cfg.warmup_steps + 1), end_value=cfg.min_lr)
+
+
+def make_optimizer(cfg: OptimConfig, decay_mask: Params) -> optax.GradientTransformation:
+  parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+  parts.append(optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                           weight_decay=cfg.weight_decay, mask=decay_mask))
+  return optax.chain(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSetup:
+  """What the steps need to know about the model: its graph, shardings and optimizer."""
+
+  cfg: ModelConfig
+  graphdef: nnx.GraphDef
+  param_specs: Params  # PartitionSpec per parameter (same tree as params)
+  decay_mask: Params  # True for parameters that get weight decay
+  optimizer: optax.GradientTransformation
+  state_shardings: TrainState  # NamedSharding tree for the whole TrainState
+  mesh: Mesh
+
+  def abstract_state(self) -> TrainState:
+    """ShapeDtypeStructs with shardings: the restore target for checkpoints."""
+    shapes = jax.eval_shape(functools.partial(_init_state, self), jax.random.key(0))
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        shapes, self.state_shardings)
+
+
+def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh) -> ModelSetup:
+  """Trace the model abstractly (nothing is allocated) and derive every sharding from it."""
+  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, jax.random.key(0)))
+  graphdef, var_state = nnx.split(abstract)
+  specs = nnx.to_pure_dict(sharding.param_specs(var_state, mesh))
+  def decays(var):  # matrices decay; vectors (norm scales, biases) do not
+    axes = [a for a in var.get_metadata()['axes'] if a != 'layers']
+    return len(axes) >= 2
+  decay_mask = nnx.to_pure_dict(jax.tree.map(decays, var_state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+  optimizer = make_optimizer(optim_cfg, decay_mask)
+  abstract_params = nnx.to_pure_dict(var_state)
+  opt_shapes = jax.eval_shape(optimizer.init, abstract_params)
+  # Optimizer moments are sharded exactly like their parameters; counters are replicated.
+  opt_specs = optax.tree_map_params(optimizer, lambda _, spec: spec, opt_shapes, specs,
+                                    transform_non_params=lambda _: P(),
+                                    is_leaf=lambda x: isinstance(x, P))
+  state_specs = TrainState(step=P(), params=specs, opt_state=opt_specs)
+  return ModelSetup(model_cfg, graphdef, specs, decay_mask, optimizer,
+                    sharding.named(mesh, state_specs), mesh)
+
+
+def _init_state(setup: ModelSetup, key: jax.Array) -> TrainState:
+  params = nnx.to_pure_dict(nnx.split(Transformer(setup.cfg, key))[1])
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.optimizer.init(params))
+
+
+def init_state(setup: ModelSetup, seed: int) -> TrainState:
+  """Initialise directly into the target shardings (a 7B model never sits on one device)."""
+  init = jax.jit(functools.partial(_init_state, setup), out_shardings=setup.state_shardings)
+  with sharding.activate(setup.mesh):
+    return init(jax.random.key(seed))
+
+
+def cross_entropy(logits_btv: jax.Array, targets_bt: jax.Array, mask_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Summed token cross-entropy over mask and the number of tokens it covers (float32)."""
+  logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
+  target_logit_bt = jnp.take_along_axis(logits_btv, targets_bt[..., None], axis=-1)[..., 0]
+  mask = mask_bt.astype(jnp.float32)
+  return jnp.sum((logz_bt - target_logit_bt) * mask), jnp.sum(mask)
+
+
+def loss_on_batch(graphdef: nnx.GraphDef, params: Params, batch: Batch,
+                  dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """(summed loss, token count) of the model on one batch; padding (segment 0) is ignored."""
+  model = nnx.merge(graphdef, params)
+  logits = model(batch['inputs'], batch['positions'], batch['segments'], dropout_key)
+  return cross_entropy(logits, batch['targets'], batch['segments'] > 0)
+
+
+def _global_norm(tree) -> jax.Array:
+  return optax.global_norm(tree)
+
+
+def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int,
+                    donate: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Jitted ``train_step(state, batch) -> (state, metrics)``.
+
+  The global batch is split into ``accum_steps`` microbatches whose gradients are summed
+  and divided by the total token count, so the update equals the one of the whole batch.
+  Dropout keys are derived from (seed, step): a resumed run draws the same masks.
+  """
+  A = optim_cfg.accum_steps
+  grad_fn = jax.value_and_grad(functools.partial(loss_on_batch, setup.graphdef), has_aux=True)
+  use_dropout = setup.cfg.dropout > 0
+  lr_fn = schedule(optim_cfg)
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    key = jax.random.fold_in(jax.random.key(seed), state.step) if use_dropout else None
+    if A == 1:
+      (loss_sum, n_tokens), grads = grad_fn(state.params, batch, key)
+    else:
+      def split(x):  # [b, t] -> [A, b/A, t], microbatch i = rows i, i+A, ... (spread over devices)
+        b = x.shape[0]
+        if b % A:
+          raise ValueError(f'batch {b} is not divisible by accum_steps={A}')
+        x = x.reshape(b // A, A, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(
+            x, NamedSharding(setup.mesh, P(None, sharding.BATCH, *([None] * (x.ndim - 2)))))
+      micro = jax.tree.map(split, batch)
+      def body(carry, xs):
+        mb, i = xs
+        (l, n), g = grad_fn(state.params, mb, None if key is None else jax.random.fold_in(key, i))
+        acc_l, acc_n, acc_g = carry
+        return (acc_l + l, acc_n + n, jax.tree.map(jnp.add, acc_g, g)), None
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+      (loss_sum, n_tokens, grads), _ = jax.lax.scan(
+          body, (jnp.zeros(()), jnp.zeros(()), zeros), (micro, jnp.arange(A)))
+    denom = jnp.maximum(n_tokens, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        'train_loss': loss_sum / denom,
+        'grad_norm': _global_norm(grads),
+        'update_norm': _global_norm(updates),
+        'param_norm': _global_norm(params),
+        'learning_rate': lr_fn(state.step),
+        'tokens': n_tokens,
+    }
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  batch_sh = sharding.batch_sharding(setup.mesh)
+  jitted = jax.jit(train_step, in_shardings=(setup.state_shardings, batch_sh),
+                   out_shardings=(setup.state_shardings, NamedSharding(setup.mesh, P())),
+                   donate_argnums=(0,) if donate else ())
+  def step(state: TrainState, batch: Batch):
+    with sharding.activate(setup.mesh):
+      return jitted(state, batch)
+  step.jitted = jitted  # for .lower() / cost analysis
+  return step
+
+
+def make_eval_step(setup: ModelSetup) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
+  """Jitted ``eval_step(params, batch) -> (summed loss, token count)``."""
+  batch_sh = sharding.batch_sharding(setup.mesh)
+  jitted = jax.jit(functools.partial(loss_on_batch, setup.graphdef),
+                   in_shardings=(setup.state_shardings.params, batch_sh))
+  def step(params: Params, batch: Batch):
+    with sharding.activate(setup.mesh):
+      return jitted(params, batch)
+  return step
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> Batch:
+  """Place a host batch (this process's rows) onto the mesh as one global array per field."""
+  sh = sharding.batch_sharding(mesh)
+  if jax.process_count() == 1:
+    return {k: jax.device_put(v, sh) for k, v in batch.items()}
+  return {k: jax.make_array_from_process_local_data(sh, v) for k, v in batch.items()}
