@@ -132,7 +132,8 @@ def run(cfg, workdir: str) -> dict:
     pending.append((step, metrics))
     report(step)
     log_now, eval_now = is_due(step, tc.log_every) or step == tc.steps, is_due(step, tc.eval_every) or step == tc.steps
-    save_now = is_due(step, tc.checkpoint_every) or step == tc.steps or guard.requested
+    stop = guard.requested  # read once: SIGTERM may arrive at any point below
+    save_now = is_due(step, tc.checkpoint_every) or step == tc.steps or stop
     if log_now or eval_now or save_now:
       fetched = check_finite(jax.device_get(pending))  # raises NonFiniteLoss naming the step
       pending.clear()
@@ -158,10 +159,12 @@ def run(cfg, workdir: str) -> dict:
       last = row
       t_last, step_last = time.perf_counter(), step
     if save_now:
-      ckpt.save(step, state, {**meta, 'step': step}, force=step == tc.steps or guard.requested)
-    if guard.requested and step < tc.steps:
+      ckpt.save(step, state, {**meta, 'step': step}, force=step == tc.steps or stop)
+    if stop and step < tc.steps:
       ckpt.close()
       writer.flush()
+      if ckpt.latest_step() != step:
+        raise RuntimeError(f'SIGTERM at step {step}: the checkpoint could not be written to {ckpt.directory}')
       print(f'SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; rerun the same command '
             f'to resume', flush=True)
       return last

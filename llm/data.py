@@ -244,7 +244,10 @@ def train_dataset(corpus: Corpus, global_batch: int, start_step: int = 0,
     s = tf.minimum(tf.searchsorted(cum_w, tf.reshape(u, [1]), side='right')[0], len(corpus.weights) - 1)
     n = sizes[s]
     epoch = i // n
-    key = tf.stack([tf.constant(seed, tf.int64) * 65536 + tf.cast(s, tf.int64), epoch])
+    # index_shuffle reads only a few low bits of each key word on small tables: hash
+    # (seed, source, epoch) into two full 64-bit words so every seed and epoch differ.
+    key = tf.random.stateless_uniform([2], seed=tf.stack([tf.constant(seed, tf.int64) * 65536 + tf.cast(s, tf.int64),
+                                                          epoch]), minval=None, maxval=None, dtype=tf.int64)
     row = tf.random.experimental.index_shuffle(i % n, key, n - 1) + offsets[s]
     return {k: v[row] for k, v in rows.items()}
 

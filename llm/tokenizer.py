@@ -97,6 +97,8 @@ def train_sentencepiece(input_glob: str, vocab_size: int, model_prefix: str,
       input=files, model_prefix=model_prefix, vocab_size=vocab_size, model_type=model_type,
       pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=3, byte_fallback=True,
       character_coverage=1.0, max_sentence_length=max_sentence_length,
+      # Keep text exactly (newlines, runs of spaces): decode(encode(x)) == x.
+      normalization_rule_name='identity', remove_extra_whitespaces=False,
       num_threads=os.cpu_count() or 1, minloglevel=2)
   return model_prefix + '.model'
 

@@ -24,7 +24,9 @@ from llm import sharding
 from llm.model import ModelConfig, Transformer
 
 Params = dict[str, Any]
-Batch = dict[str, jax.Array]  # 'inputs', 'targets', 'positions', 'segments': int32 [b, t]
+# 'inputs', 'targets' and optionally 'positions', 'segments': int32 [b, t]. Without
+# 'segments' every row is one unpadded document (synthetic benchmarks).
+Batch = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +130,14 @@ def loss_on_batch(graphdef: nnx.GraphDef, params: Params, batch: Batch,
                   dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(summed loss, token count) of the model on one batch; padding (segment 0) is ignored."""
   model = nnx.merge(graphdef, params)
-  logits = model(batch['inputs'], batch['positions'], batch['segments'], dropout_key)
-  return cross_entropy(logits, batch['targets'], batch['segments'] > 0)
+  segments = batch.get('segments')  # absent: unpacked rows, one document each, no padding
+  logits = model(batch['inputs'], batch.get('positions'), segments, dropout_key)
+  mask = segments > 0 if segments is not None else jnp.ones(batch['targets'].shape, bool)
+  return cross_entropy(logits, batch['targets'], mask)
 
 
 def _global_norm(tree) -> jax.Array:
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int,

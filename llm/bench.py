@@ -1,0 +1,94 @@
+"""Throughput benchmark: time the train step on synthetic tokens.
+
+  python -m llm.bench --size=124m --seq_len=1024 --batch=8            # CPU
+  python -m llm.bench --size=1b --seq_len=2048 --batch=16             # one H100/H200
+
+Prints step time, tokens/s, model TFLOP/s per device and MFU (FLOPs counted as in
+llm/perf.py). Imports only jax, flax, optax and numpy: it runs on accelerator hosts
+that have no TensorFlow, CLU or ml_collections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+
+from llm import perf, sharding, trainer
+from llm.model import SIZES, config_for_size
+
+
+def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: int = 2, vocab: int = 32000,
+                  dtype: str = 'auto', attention: str = 'auto', remat: str = 'none', scan_layers: bool = True,
+                  mesh_shape: dict | None = None, accum_steps: int = 1) -> dict:
+  """Time ``steps`` train steps after ``warmup`` ones; returns the figures as a dict."""
+  backend = jax.default_backend()
+  dtype = dtype if dtype != 'auto' else ('float32' if backend == 'cpu' else 'bfloat16')
+  attention = attention if attention != 'auto' else ('cudnn' if backend == 'gpu' else 'xla')
+  cfg = config_for_size(size, vocab, max_seq_len=seq_len, dtype=dtype, attention=attention, remat=remat,
+                        scan_layers=scan_layers)
+  mesh = sharding.make_mesh(mesh_shape or {'fsdp': -1})
+  opt = trainer.OptimConfig(accum_steps=accum_steps, decay_steps=10_000)
+  setup = trainer.setup_model(cfg, opt, mesh)
+  state = trainer.init_state(setup, 0)
+  step = trainer.make_train_step(setup, opt, seed=0)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, vocab, (batch, seq_len + 1), dtype=np.int32)
+  data = trainer.shard_batch({'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}, mesh)
+  sync_each = backend == 'cpu'  # CPU collectives deadlock with several steps in flight
+  t0 = time.perf_counter()
+  for _ in range(warmup):
+    state, metrics = step(state, data)
+    jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, data)
+    if sync_each:
+      jax.block_until_ready(metrics)
+  jax.block_until_ready((state, metrics))
+  dt = (time.perf_counter() - t0) / steps
+  tps = batch * seq_len / dt
+  n_dev = jax.device_count()
+  flops_tok = perf.train_flops_per_token(cfg, seq_len)
+  m = perf.mfu(tps, cfg, seq_len, n_dev)
+  return {
+      'size': size, 'params_M': round(cfg.param_count() / 1e6, 1), 'seq_len': seq_len, 'batch': batch,
+      'device': jax.devices()[0].device_kind, 'devices': n_dev, 'dtype': dtype, 'attention': attention,
+      'remat': remat, 'scan_layers': scan_layers, 'mesh': dict(mesh.shape),
+      'warmup_s': round(compile_s, 1), 'step_ms': round(dt * 1000, 2), 'tokens_per_sec': round(tps, 1),
+      'tflops_per_device': round(tps * flops_tok / n_dev / 1e12, 2),
+      'mfu': None if m is None else round(m, 4), 'loss': float(metrics['train_loss']),
+  }
+
+
+def main(argv: list[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--size', default='124m', choices=sorted(SIZES))
+  p.add_argument('--seq_len', type=int, default=1024)
+  p.add_argument('--batch', type=int, default=8, help='global batch (rows)')
+  p.add_argument('--steps', type=int, default=10, help='timed steps')
+  p.add_argument('--warmup', type=int, default=2, help='untimed steps (compilation)')
+  p.add_argument('--vocab', type=int, default=32000)
+  p.add_argument('--dtype', default='auto', help='compute dtype; auto = bfloat16 on accelerators, float32 on CPU')
+  p.add_argument('--attention', default='auto', choices=['auto', 'xla', 'cudnn'])
+  p.add_argument('--remat', default='none', choices=['none', 'full', 'dots', 'dots_no_batch'])
+  p.add_argument('--no_scan', action='store_true', help='unroll the layers instead of lax.scan')
+  p.add_argument('--mesh', default='fsdp=-1', help="e.g. 'data=2,fsdp=2,tensor=2'")
+  p.add_argument('--accum_steps', type=int, default=1)
+  a = p.parse_args(argv)
+  mesh = {k: int(v) for k, v in (kv.split('=') for kv in a.mesh.split(',') if kv)}
+  r = run_benchmark(a.size, a.seq_len, a.batch, a.steps, a.warmup, a.vocab, a.dtype, a.attention, a.remat,
+                    not a.no_scan, mesh, a.accum_steps)
+  mfu_s = 'n/a (no known peak for this device)' if r['mfu'] is None else f"{r['mfu']:.1%}"
+  print(f"{r['size']} ({r['params_M']}M params) seq {r['seq_len']} batch {r['batch']} on {r['devices']}x "
+        f"{r['device']}: step {r['step_ms']:.1f} ms, {r['tokens_per_sec']:,.0f} tokens/s, "
+        f"{r['tflops_per_device']:.1f} TFLOP/s per device, MFU {mfu_s}")
+  print(json.dumps(r))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,131 @@
+"""Every config file loads with each documented argument and gives a buildable ModelConfig."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+from absl import flags
+from ml_collections import config_dict, config_flags
+
+from llm import model, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(ROOT, 'configs')
+
+# Documented arguments of each config file (see their docstrings).
+ARGS = {
+    'default.py': ['', 'smoke=True', 'size=124m', 'size=1b'],
+    'shakespeare_char.py': ['', 'smoke=True'],
+}
+CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
+
+
+def load(name, arg=''):
+  """Load a config file by path, as ml_collections' config_flags does, and call get_config(arg)."""
+  path = os.path.join(CONFIG_DIR, name)
+  spec = importlib.util.spec_from_file_location(f'_test_config_{name[:-3]}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_every_config_file_is_covered():
+  files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
+  files = [f for f in files if f not in ('common.py', '__init__.py')]
+  assert files, 'no config files found'
+  assert files == sorted(ARGS), f'add the documented arguments of {set(files) ^ set(ARGS)} to ARGS'
+
+
+@pytest.mark.parametrize('name,arg', CASES, ids=[f'{n}:{a}' for n, a in CASES])
+def test_config_loads_and_builds_model_config(name, arg):
+  cfg = load(name, arg)
+  assert isinstance(cfg, config_dict.ConfigDict)
+  for section in ('model', 'data', 'train', 'mesh', 'sample'):
+    assert section in cfg
+  mcfg = run.model_config(cfg, 259, 'cpu')  # builds no arrays, so the 1b size is cheap
+  assert isinstance(mcfg, model.ModelConfig)
+  assert mcfg.dtype == 'float32' and mcfg.attention == 'xla'  # the CPU choices of 'auto'
+  assert mcfg.max_seq_len >= cfg.data.seq_len
+  assert mcfg.param_count() > 0
+  dcfg = run.data_config(cfg)
+  assert dcfg.seq_len == cfg.data.seq_len
+  ocfg = run.optim_config(cfg)
+  assert ocfg.decay_steps == (cfg.train.decay_steps or cfg.train.steps)
+  if 'smoke=True' in arg:
+    assert cfg.model.size == 'smoke' and cfg.data.seq_len == 32 and cfg.train.steps == 6
+    assert (mcfg.d_model, mcfg.n_layers) == (64, 2)
+  if 'size=' in arg:
+    size = arg.split('=')[1]
+    assert cfg.model.size == size
+    assert (mcfg.d_model, mcfg.n_layers) == (model.SIZES[size]['d_model'], model.SIZES[size]['n_layers'])
+
+
+def test_default_sizes():
+  assert run.model_config(load('default.py'), 259, 'cpu').n_kv_heads == 2  # 'tiny' is the default
+  big = run.model_config(load('default.py', 'size=1b'), 32000, 'gpu')
+  assert (big.d_model, big.n_heads, big.n_kv_heads, big.d_ff) == (2048, 32, 8, 8192)
+  assert big.dtype == 'bfloat16' and big.attention == 'cudnn'
+  assert 1.0e9 < big.param_count() < 1.3e9
+  gpt2 = run.model_config(load('default.py', 'size=124m'), 50257, 'tpu')
+  assert gpt2.family == 'gpt2' and gpt2.attention == 'xla'
+
+
+@pytest.mark.parametrize('name', sorted(ARGS))
+def test_unknown_argument_raises(name):
+  with pytest.raises(ValueError, match='unknown config argument'):
+    load(name, 'bogus=1')
+  with pytest.raises(ValueError, match='True or False'):
+    load(name, 'smoke=maybe')
+
+
+def test_shakespeare_char_takes_no_size():
+  with pytest.raises(ValueError, match="unknown config argument 'size'"):
+    load('shakespeare_char.py', 'size=124m')
+
+
+@pytest.mark.parametrize('name', sorted(ARGS))
+def test_config_lock_catches_misspelt_keys(name):
+  cfg = load(name)
+  cfg.lock()
+  cfg.train.lr = 2e-3  # existing keys can still be set
+  assert cfg.train.lr == 2e-3
+  with pytest.raises((AttributeError, KeyError)):
+    cfg.train.lrr = 1e-3
+  with pytest.raises((AttributeError, KeyError)):
+    cfg.modle = None
+
+
+def _parse_flags(argv):
+  fv = flags.FlagValues()
+  # Override flags (--config.x.y) are defined from the command line, so hand it over.
+  config_flags.DEFINE_config_file('config', flag_values=fv, lock_config=True, sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+def test_config_flags_loading():
+  path = os.path.join(CONFIG_DIR, 'default.py')
+  cfg = _parse_flags(['prog', f'--config={path}:smoke=True', '--config.train.steps=7',
+                      '--config.model.n_layers=3'])
+  assert cfg.train.steps == 7 and cfg.model.size == 'smoke'
+  assert run.model_config(cfg, 259, 'cpu').n_layers == 3
+  with pytest.raises((AttributeError, KeyError, flags.Error), match='lrr'):
+    _parse_flags(['prog', f'--config={path}', '--config.train.lrr=1'])
+
+
+def test_shakespeare_char_values():
+  cfg = load('shakespeare_char.py')
+  mcfg = run.model_config(cfg, 259, 'cpu')
+  assert (mcfg.n_layers, mcfg.n_heads, mcfg.d_model) == (4, 4, 128)
+  assert mcfg.family == 'gpt2' and not mcfg.use_bias and mcfg.tie_embeddings
+  assert mcfg.max_seq_len == 64 and mcfg.padded_vocab == 259 and not mcfg.scan_layers
+  assert cfg.data.seq_len == 64
+  assert cfg.train.batch_size == 12
+  assert cfg.train.steps == 2000
+  assert cfg.train.lr == 1e-3 and cfg.train.min_lr == 1e-4
+  assert cfg.train.warmup_steps == 100
+  assert cfg.train.b2 == 0.99
+  assert cfg.data.split == 'tail' and cfg.data.val_fraction == 0.1
+  opt = run.optim_config(cfg)
+  assert (opt.lr, opt.min_lr, opt.warmup_steps, opt.decay_steps, opt.b2) == (1e-3, 1e-4, 100, 2000, 0.99)

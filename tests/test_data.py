@@ -1,0 +1,411 @@
+"""Tests of llm/data.py and llm/tokenizer.py: packing, splits, the tf.data stream, errors, tokenizers."""
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+
+from llm import data
+from llm.tokenizer import ByteTokenizer, make_tokenizer, train_sentencepiece
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAKESPEARE = os.path.join(ROOT, 'data', 'tinyshakespeare.txt')
+
+
+# ----------------------------------------------------------------------------- pack
+
+
+def test_pack_hand_computed():
+  docs = [np.array([10, 11, 12]), np.array([20]), np.array([30, 31])]
+  p = data.pack(docs, seq_len=4, bos=1, eos=2)
+  assert set(p) == set(data.FIELDS)
+  assert all(v.dtype == np.int32 and v.shape == (3, 4) for v in p.values())
+  np.testing.assert_array_equal(p['inputs'], [[1, 10, 11, 12], [1, 20, 1, 30], [31, 0, 0, 0]])
+  np.testing.assert_array_equal(p['targets'], [[10, 11, 12, 2], [20, 2, 30, 31], [2, 0, 0, 0]])
+  np.testing.assert_array_equal(p['positions'], [[0, 1, 2, 3], [0, 1, 0, 1], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(p['segments'], [[1, 1, 1, 1], [1, 1, 2, 2], [1, 0, 0, 0]])
+
+
+def test_pack_document_across_rows():
+  p = data.pack([np.array([10, 11, 12]), np.array([20])], seq_len=3, bos=1, eos=2)
+  np.testing.assert_array_equal(p['inputs'], [[1, 10, 11], [12, 1, 20]])
+  np.testing.assert_array_equal(p['targets'], [[10, 11, 12], [2, 20, 2]])
+  np.testing.assert_array_equal(p['positions'], [[0, 1, 2], [0, 0, 1]])  # restart at the row start
+  np.testing.assert_array_equal(p['segments'], [[1, 1, 1], [1, 2, 2]])
+
+
+def test_pack_invariants_random():
+  rng = np.random.default_rng(0)
+  seq_len, bos, eos = 16, 1, 2
+  docs = [rng.integers(3, 259, rng.integers(0, 40)) for _ in range(50)]
+  p = data.pack(docs, seq_len, bos, eos)
+  inputs, targets, positions, segments = (p[k] for k in data.FIELDS)
+  valid = segments > 0
+  # No target predicted twice and none dropped: len(doc) + 1 predictions per document.
+  assert valid.sum() == sum(len(d) + 1 for d in docs)
+  assert len(inputs) == -(-valid.sum() // seq_len)  # only the last row is partial
+  # Reading the valid tokens in order gives back every [bos] doc [eos], shifted by one.
+  full = [np.concatenate([[bos], d, [eos]]) for d in docs]
+  np.testing.assert_array_equal(inputs[valid], np.concatenate([f[:-1] for f in full]))
+  np.testing.assert_array_equal(targets[valid], np.concatenate([f[1:] for f in full]))
+  for r in range(len(inputs)):
+    seg, pos = segments[r], positions[r]
+    n = valid[r].sum()
+    assert np.all(valid[r, :n]) and not np.any(valid[r, n:])  # padding only at the end
+    assert seg[0] == 1 and pos[0] == 0
+    for c in range(1, n):
+      if seg[c] == seg[c - 1]:
+        assert pos[c] == pos[c - 1] + 1 and inputs[r, c] == targets[r, c - 1]
+      else:
+        assert seg[c] == seg[c - 1] + 1 and pos[c] == 0 and inputs[r, c] == bos
+    assert np.all(inputs[r, n:] == 0) and np.all(pos[n:] == 0)
+  # Every document starts at position 0 with bos (in whatever row it starts).
+  assert (inputs[valid] == bos).sum() == len(docs)
+
+
+def test_pack_empty():
+  p = data.pack([], 8, 1, 2)
+  assert all(v.shape == (0, 8) for v in p.values())
+
+
+# ------------------------------------------------------------------- split_documents
+
+
+def _lines(n, prefix='line'):
+  return ''.join(f'{prefix} {i} of the text\n' for i in range(n))
+
+
+def test_tail_split_cuts_at_line_boundary_and_is_deterministic():
+  cfg = data.DataConfig(sources='x', split='tail', val_fraction=0.1)
+  doc = _lines(1000)
+  train, val = data.split_documents([doc], cfg)
+  assert (train, val) == data.split_documents([doc], cfg)
+  assert len(train) == 1 and len(val) == 1
+  assert train[0] + val[0] == doc
+  assert train[0].endswith('\n') and val[0].startswith('line ')  # no line shared between the sides
+  assert set(train[0].splitlines()).isdisjoint(val[0].splitlines())
+  assert abs(len(val[0]) / len(doc) - 0.1) < 0.01
+  # val_fraction=0: everything trains.
+  train0, val0 = data.split_documents([doc], data.DataConfig(sources='x', split='tail', val_fraction=0.0))
+  assert train0 == [doc] and val0 == []
+
+
+def test_document_split_deterministic_fraction_and_duplicates():
+  cfg = data.DataConfig(sources='x', split='document', val_fraction=0.1)
+  docs = [f'document number {i}\nwith some text {i * 7}' for i in range(3000)]
+  train, val = data.split_documents(docs, cfg)
+  assert (train, val) == data.split_documents(docs, cfg)
+  assert len(train) + len(val) == len(docs) and set(train).isdisjoint(val)
+  assert abs(len(val) / len(docs) - 0.1) < 0.02
+  # The side of a document depends on its text only: order and duplicates don't matter.
+  rev_train, rev_val = data.split_documents(docs[::-1], cfg)
+  assert set(rev_val) == set(val)
+  dups = docs[:200] * 3
+  d_train, d_val = data.split_documents(dups, cfg)
+  assert set(d_train).isdisjoint(d_val)
+  assert len(d_val) == 3 * len(set(d_val))
+  # Another fraction moves documents accordingly.
+  _, val3 = data.split_documents(docs, data.DataConfig(sources='x', split='document', val_fraction=0.3))
+  assert abs(len(val3) / len(docs) - 0.3) < 0.03 and set(val) <= set(val3)
+
+
+def test_split_errors():
+  with pytest.raises(data.DataError, match='val_fraction'):
+    data.split_documents(['a'], data.DataConfig(sources='x', val_fraction=1.0))
+  with pytest.raises(data.DataError, match="'tail' or 'document'"):
+    data.split_documents(['a'], data.DataConfig(sources='x', split='random'))
+
+
+def test_parse_sources():
+  assert data.parse_sources('a/*.txt:2,b.jsonl') == [('a/*.txt', 2.0), ('b.jsonl', 1.0)]
+  assert data.parse_sources('c:/x/y.txt') == [('c:/x/y.txt', 1.0)]
+  with pytest.raises(data.DataError, match='positive'):
+    data.parse_sources('a.txt:0')
+  with pytest.raises(data.DataError, match='empty'):
+    data.parse_sources(' , ')
+
+
+# ----------------------------------------------------------------- the tf.data stream
+
+
+def _write(path, text):
+  path.write_text(text, encoding='utf-8')
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def line_corpus(tmp_path_factory):
+  """One source of 200 distinct lines (documents), rows of 16 tokens."""
+  d = tmp_path_factory.mktemp('corpus')
+  _write(d / 'lines.txt', ''.join(f'doc {i:03d} says hi\n' for i in range(200)))
+  cfg = data.DataConfig(sources=str(d / 'lines.txt'), seq_len=16, doc_separator='line', val_fraction=0.2)
+  return data.load_corpus(cfg)
+
+
+def _batches(corpus, global_batch, n, **kw):
+  ds = data.train_dataset(corpus, global_batch, **kw)
+  return [{k: v.numpy() for k, v in b.items()} for b in ds.take(n)]
+
+
+def _rows(batch):
+  return [tuple(r) for r in batch['inputs']]
+
+
+def test_corpus_loaded(line_corpus):
+  c = line_corpus
+  assert len(c.train) == 1 and c.weights == [1.0] and c.num_train_rows == len(c.train[0]['inputs'])
+  assert 0 < len(c.val['inputs']) < c.num_train_rows
+  ntokens = (c.train[0]['segments'] > 0).sum() + (c.val['segments'] > 0).sum()
+  assert ntokens == sum(len(f'doc {i:03d} says hi') + 1 for i in range(200))
+
+
+def test_train_dataset_shapes_and_determinism(line_corpus):
+  a = _batches(line_corpus, 8, 3)
+  b = _batches(line_corpus, 8, 3)
+  assert len(a) == 3
+  for x, y in zip(a, b):
+    assert set(x) == set(data.FIELDS)
+    for k in data.FIELDS:
+      assert x[k].shape == (8, 16) and x[k].dtype == np.int32
+      np.testing.assert_array_equal(x[k], y[k])
+  assert _rows(a[0]) != _rows(a[1])
+  # Rows are whole packed rows of the corpus (inputs and targets stay together).
+  train = line_corpus.train[0]
+  table = {tuple(r): i for i, r in enumerate(train['inputs'])}
+  for r, tgt in zip(a[0]['inputs'], a[0]['targets']):
+    np.testing.assert_array_equal(train['targets'][table[tuple(r)]], tgt)
+
+
+def _with_seed(corpus, seed):
+  return data.Corpus(**{**corpus.__dict__, 'cfg': data.DataConfig(**{**corpus.cfg.__dict__, 'seed': seed})})
+
+
+def test_data_seed_changes_row_order(line_corpus):
+  first = _rows(_batches(line_corpus, 8, 1)[0])
+  assert all(_rows(_batches(_with_seed(line_corpus, seed), 8, 1)[0]) != first for seed in (1, 7))
+
+
+def test_train_dataset_resume(line_corpus):
+  full = _batches(line_corpus, 4, 6)
+  resumed = _batches(line_corpus, 4, 2, start_step=4)
+  for k in data.FIELDS:
+    np.testing.assert_array_equal(resumed[0][k], full[4][k])
+    np.testing.assert_array_equal(resumed[1][k], full[5][k])
+
+
+def test_train_dataset_process_sharding(line_corpus):
+  whole = _batches(line_corpus, 8, 3)
+  p0 = _batches(line_corpus, 8, 3, process_index=0, process_count=2)
+  p1 = _batches(line_corpus, 8, 3, process_index=1, process_count=2)
+  for w, a, b in zip(whole, p0, p1):
+    assert a['inputs'].shape == (4, 16)
+    for k in data.FIELDS:
+      np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), w[k])
+  # Resuming and sharding combine.
+  p1_resumed = _batches(line_corpus, 8, 1, start_step=2, process_index=1, process_count=2)
+  np.testing.assert_array_equal(p1_resumed[0]['inputs'], p1[2]['inputs'])
+  with pytest.raises(data.DataError, match='divisible'):
+    data.train_dataset(line_corpus, 7, process_count=2)
+
+
+def test_one_epoch_visits_every_row_once(line_corpus):
+  n = line_corpus.num_train_rows
+  epoch0, epoch1 = _batches(line_corpus, n, 2)
+  all_rows = sorted(tuple(r) for r in line_corpus.train[0]['inputs'])
+  assert len(set(all_rows)) == n  # rows are distinguishable by content
+  assert sorted(_rows(epoch0)) == all_rows
+  assert sorted(_rows(epoch1)) == all_rows
+  assert _rows(epoch0) != _rows(epoch1)  # each epoch has its own permutation
+
+
+def test_mixture_weights(tmp_path):
+  _write(tmp_path / 'a.txt', ''.join(f'aaaa {i:03d}\n' for i in range(100)))
+  _write(tmp_path / 'b.txt', ''.join(f'bbbb {i:03d}\n' for i in range(100)))
+  cfg = data.DataConfig(sources=f'{tmp_path}/a.txt:3,{tmp_path}/b.txt:1', seq_len=16,
+                        doc_separator='line', val_fraction=0.1)
+  corpus = data.load_corpus(cfg)
+  assert corpus.weights == [3.0, 1.0] and len(corpus.train) == 2
+  a_byte, b_byte = ord('a') + 3, ord('b') + 3
+  batches = _batches(corpus, 250, 8)
+  inputs = np.concatenate([b['inputs'] for b in batches])
+  from_a = np.any(inputs == a_byte, axis=1)
+  from_b = np.any(inputs == b_byte, axis=1)
+  assert not np.any(from_a & from_b) and np.all(from_a | from_b)
+  assert abs(from_a.mean() - 0.75) < 0.04, from_a.mean()
+  # The data seed changes which source each element is drawn from.
+  inputs1 = np.concatenate([b['inputs'] for b in _batches(_with_seed(corpus, 1), 250, 1)])
+  assert np.any(np.any(inputs1 == a_byte, axis=1) != from_a[:250])
+
+
+def test_val_batches(line_corpus):
+  n = len(line_corpus.val['inputs'])
+  batches = data.val_batches(line_corpus, 2, 0)
+  assert len(batches) == n // 2
+  np.testing.assert_array_equal(batches[1]['inputs'], line_corpus.val['inputs'][2:4])
+  assert len(data.val_batches(line_corpus, 2, 1)) == 1
+  again = data.val_batches(line_corpus, 2, 1)
+  np.testing.assert_array_equal(again[0]['targets'], batches[0]['targets'])
+  shard = data.val_batches(line_corpus, 2, 0, process_index=1, process_count=2)
+  np.testing.assert_array_equal(shard[0]['inputs'], line_corpus.val['inputs'][1:2])
+  with pytest.raises(data.DataError, match='fewer than one batch'):
+    data.val_batches(line_corpus, n + 1, 1)
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def _load(sources, **kw):
+  return data.load_corpus(data.DataConfig(sources=sources, seq_len=16, **kw))
+
+
+def test_missing_glob(tmp_path):
+  with pytest.raises(data.DataError, match='matches no file'):
+    _load(str(tmp_path / 'nothing*.txt'))
+
+
+def test_empty_file(tmp_path):
+  path = _write(tmp_path / 'empty.txt', '  \n')
+  with pytest.raises(data.DataError, match='empty') as e:
+    _load(path)
+  assert path in str(e.value)
+
+
+def test_invalid_utf8(tmp_path):
+  path = tmp_path / 'bad.txt'
+  path.write_bytes(b'hello world\n' * 20 + b'caf\xe9 au lait\n' + b'more text\n' * 20)
+  with pytest.raises(data.DataError, match='decode_errors') as e:
+    _load(str(path), doc_separator='file', split='tail')
+  assert str(path) in str(e.value) and 'UTF-8' in str(e.value)
+  corpus = _load(str(path), doc_separator='file', split='tail', decode_errors='replace')
+  docs = data.read_documents(str(path), data.DataConfig(sources='', decode_errors='replace'))
+  assert '\ufffd' in docs[0]
+  assert corpus.num_train_rows > 0
+
+
+def test_invalid_utf8_in_jsonl_names_the_line(tmp_path):
+  path = tmp_path / 'bad.jsonl'
+  path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+  with pytest.raises(data.DataError, match='line 2.*decode_errors'):
+    data.read_documents(str(path), data.DataConfig(sources=''))
+
+
+def test_jsonl_missing_field(tmp_path):
+  path = _write(tmp_path / 'docs.jsonl', '{"text": "first"}\n\n{"body": "second"}\n')
+  with pytest.raises(data.DataError, match="line 3 has no string field 'text'") as e:
+    _load(path)
+  assert 'jsonl_field' in str(e.value) and path in str(e.value)
+  with pytest.raises(data.DataError, match="line 1 has no string field 'body'"):
+    data.read_documents(path, data.DataConfig(sources='', jsonl_field='body'))
+
+
+def test_jsonl_other_field_and_non_string(tmp_path):
+  path = _write(tmp_path / 'docs.jsonl', '{"body": "first"}\n{"body": "second", "n": 1}\n')
+  assert data.read_documents(path, data.DataConfig(sources='', jsonl_field='body')) == ['first', 'second']
+  bad = _write(tmp_path / 'num.jsonl', '{"text": 3}\n')
+  with pytest.raises(data.DataError, match='line 1'):
+    data.read_documents(bad, data.DataConfig(sources=''))
+
+
+def test_invalid_json(tmp_path):
+  path = _write(tmp_path / 'docs.jsonl', '{"text": "first"}\n{"text": "second"\n')
+  with pytest.raises(data.DataError, match='line 2 is not valid JSON'):
+    _load(path)
+
+
+def test_gzip_jsonl_and_truncated_gz(tmp_path):
+  lines = ''.join(json.dumps({'text': f'document {i} ' * 20}) + '\n' for i in range(200))
+  good = tmp_path / 'docs.jsonl.gz'
+  good.write_bytes(gzip.compress(lines.encode()))
+  docs = data.read_documents(str(good), data.DataConfig(sources=''))
+  assert len(docs) == 200 and docs[3] == 'document 3 ' * 20
+  blob = gzip.compress((_lines(5000)).encode())
+  bad = tmp_path / 'cut.txt.gz'
+  bad.write_bytes(blob[:len(blob) // 2])
+  with pytest.raises(data.DataError, match='cannot be read') as e:
+    _load(str(bad))
+  assert str(bad) in str(e.value)
+
+
+def test_no_training_text(tmp_path):
+  path = _write(tmp_path / 'one.txt', 'a single line\n')
+  with pytest.raises(data.DataError, match='no training text'):
+    _load(path, doc_separator='line', split='tail', val_fraction=0.99)
+
+
+def test_val_split_smaller_than_a_batch(tmp_path):
+  path = _write(tmp_path / 'text.txt', _lines(50))
+  corpus = _load(path, doc_separator='file', split='tail', val_fraction=0.05)
+  n = len(corpus.val['inputs'])
+  assert n >= 1
+  with pytest.raises(data.DataError, match='validation split has'):
+    data.val_batches(corpus, n + 1, 0)
+
+
+# ---------------------------------------------------------------------- tokenizers
+
+
+def test_byte_tokenizer_round_trip():
+  tok = make_tokenizer('byte')
+  assert isinstance(tok, ByteTokenizer)
+  assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.vocab_size) == (0, 1, 2, 259)
+  text = 'ROMEO:\n  héllo wörld ✓ 日本語 🙂\n\n'
+  ids = tok.encode(text)
+  assert ids.dtype == np.int32 and len(ids) == len(text.encode('utf-8'))
+  assert ids.min() >= 3 and ids.max() < 259
+  assert tok.decode(ids) == text
+  assert tok.decode([1, *ids, 2, 0, 0]) == text  # special ids are dropped
+  assert list(tok.encode('A')) == [ord('A') + 3]
+
+
+def test_unknown_tokenizer():
+  with pytest.raises(ValueError, match="'byte' or 'sentencepiece'"):
+    make_tokenizer('bpe')
+
+
+@pytest.fixture(scope='module')
+def spm_model(tmp_path_factory):
+  d = tmp_path_factory.mktemp('spm')
+  with open(SHAKESPEARE, encoding='utf-8') as f:
+    text = f.read(200_000)
+  corpus = d / 'corpus.txt'
+  corpus.write_text(text, encoding='utf-8')
+  # 400, not 300: byte fallback needs 256 byte pieces + the corpus' characters + 4 specials.
+  return train_sentencepiece(str(corpus), 400, str(d / 'sub' / 'tiny'))
+
+
+def test_sentencepiece_ids_and_round_trip(spm_model):
+  assert os.path.exists(spm_model) and spm_model.endswith('tiny.model')
+  tok = make_tokenizer('sentencepiece', spm_model)
+  assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
+  assert tok.vocab_size == 400
+  text = 'ROMEO: What, art thou here? Héllo ✓ 日本'
+  ids = tok.encode(text)
+  assert ids.dtype == np.int32 and len(ids) < len(text.encode('utf-8'))  # merges happened
+  assert ids.min() >= 3 and ids.max() < 400
+  assert tok.decode(ids) == text
+  assert tok.decode([1, *ids, 2, 0]) == text
+
+
+def test_sentencepiece_round_trip_keeps_newlines(spm_model):
+  tok = make_tokenizer('sentencepiece', spm_model)
+  text = 'ROMEO:\nWhat, art thou here?\n\nJULIET:\n  Ay.\n'
+  assert tok.decode(tok.encode(text)) == text
+
+
+def test_sentencepiece_corpus(spm_model, tmp_path):
+  path = _write(tmp_path / 'doc.txt', 'First Citizen:\nBefore we proceed any further, hear me speak.\n\n'
+                                      'All:\nSpeak, speak.\n\n' * 30)
+  corpus = _load(path, tokenizer='sentencepiece', spm_model=spm_model)
+  assert corpus.tokenizer.vocab_size == 400
+  assert corpus.train[0]['inputs'].max() < 400
+
+
+def test_sentencepiece_missing_model(tmp_path):
+  with pytest.raises(FileNotFoundError, match='python -m llm.tokenizer'):
+    make_tokenizer('sentencepiece', str(tmp_path / 'missing.model'))
+  with pytest.raises(FileNotFoundError, match='python -m llm.tokenizer'):
+    make_tokenizer('sentencepiece', '')
+  with pytest.raises(FileNotFoundError):
+    train_sentencepiece(str(tmp_path / 'none*.txt'), 400, str(tmp_path / 'x'))

@@ -1,0 +1,127 @@
+"""train.py end to end on the smoke config: outputs, resume equivalence, pre-emption, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import train  # noqa: E402
+from configs import default  # noqa: E402
+from llm.checkpoint import CheckpointMismatch  # noqa: E402
+from llm.run import NonFiniteLoss  # noqa: E402
+
+DETERMINISTIC = ('train_loss', 'val_loss', 'grad_norm', 'param_norm', 'update_norm', 'learning_rate')
+
+
+def smoke(**train_overrides):
+  c = default.get_config('smoke=True')
+  c.train.decay_steps = 6  # the schedule must not depend on where a run stops
+  for k, v in train_overrides.items():
+    c.train[k] = v
+  return c
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def restore_params(workdir, step):
+  import orbax.checkpoint as ocp
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  return ocp.PyTreeCheckpointer().restore(path)['params']
+
+
+def test_smoke_run_writes_metrics_checkpoints_and_sample(tmp_path, capsys):
+  wd = str(tmp_path / 'run')
+  last = train.run(smoke(), wd)
+  rows = read_metrics(wd)
+  assert [r['step'] for r in rows] == [1, 2, 3, 4, 5, 6]
+  for r in rows:
+    assert {'step', 'train_loss', 'learning_rate', 'tokens_per_sec'} <= set(r)
+  assert 'val_loss' in rows[2] and 'val_loss' in rows[5] and 'val_loss' not in rows[0]
+  assert rows[-1]['train_loss'] < rows[0]['train_loss']
+  assert last['step'] == 6
+  assert sorted(os.listdir(os.path.join(wd, 'checkpoints'))) == ['3', '6']
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(wd))
+  out = capsys.readouterr().out
+  sample = open(os.path.join(wd, 'sample.txt')).read()
+  assert sample.startswith('ROMEO:') and len(sample) > len('ROMEO:')
+  assert '--- sample after 6 steps' in out
+
+
+def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path):
+  full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+  train.run(smoke(), full)
+  # Interrupted at step 4: lines for step 4 exist but the last checkpoint is step 3.
+  train.run(smoke(steps=4, checkpoint_every=3), part)
+  os.rename(os.path.join(part, 'checkpoints', '4'), os.path.join(tmp_path, 'discarded'))
+  train.run(smoke(), part)  # resumes from step 3
+  a, b = read_metrics(full), read_metrics(part)
+  assert [r['step'] for r in b] == [1, 2, 3, 4, 5, 6]
+  for ra, rb in zip(a, b):
+    for k in DETERMINISTIC:
+      if k in ra:
+        assert rb[k] == pytest.approx(ra[k], rel=1e-6, abs=1e-7), (ra['step'], k)
+  pa, pb = restore_params(full, 6), restore_params(part, 6)
+  import jax
+  diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), pa, pb))
+  assert max(diffs) < 1e-6
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+  wd = str(tmp_path / 'run')
+  train.run(smoke(steps=3), wd)
+  c = smoke()
+  c.model.d_model = 32
+  with pytest.raises(CheckpointMismatch, match='d_model: checkpoint=64 config=32'):
+    train.run(c, wd)
+
+
+def test_nan_loss_stops_with_the_step_and_leaves_no_checkpoint_after_it(tmp_path):
+  wd = str(tmp_path / 'run')
+  c = smoke(lr=1e30, warmup_steps=0, grad_clip=0.0)
+  with pytest.raises(NonFiniteLoss, match=r'at step [23]\b'):
+    train.run(c, wd)
+  ckpts = os.listdir(os.path.join(wd, 'checkpoints')) if os.path.exists(os.path.join(wd, 'checkpoints')) else []
+  assert not [s for s in ckpts if s.isdigit()]
+
+
+def test_batch_not_divisible_by_data_parallel_size(tmp_path):
+  c = smoke(batch_size=8, accum_steps=3)
+  with pytest.raises(ValueError, match='not divisible by the data-parallel size'):
+    train.run(c, str(tmp_path / 'run'))
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
+  wd = str(tmp_path / 'run')
+  cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--config=' + os.path.join(ROOT, 'configs/default.py:smoke=True'),
+         '--workdir=' + wd, '--config.train.steps=100000', '--config.train.checkpoint_every=100000',
+         '--config.train.log_every=1', '--config.train.eval_every=0']
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+  lines = []
+  deadline = time.time() + 300
+  for line in proc.stdout:
+    lines.append(line)
+    if line.startswith('step') and ' 5/' in line.split('loss')[0]:
+      proc.send_signal(signal.SIGTERM)
+      break
+    assert time.time() < deadline, ''.join(lines[-20:])
+  rest = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, ''.join(lines) + rest
+  assert 'SIGTERM: saved a checkpoint at step' in rest
+  saved = [int(s) for s in os.listdir(os.path.join(wd, 'checkpoints')) if s.isdigit()]
+  assert len(saved) == 1 and 5 <= saved[0] < 100000, (os.listdir(os.path.join(wd, 'checkpoints')), rest[-2000:])
+  # The rerun resumes from there and finishes.
+  out = subprocess.run(cmd[:4] + ['--config.train.steps=%d' % (saved[0] + 2)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert f'steps {saved[0]}..{saved[0] + 2}' in out.stdout
