@@ -123,10 +123,12 @@ def run(cfg, workdir: str) -> dict:
   last: dict = {}
   t_last, step_last = time.perf_counter(), start
   step = start
+  batch = trainer.shard_batch(next(batches), mesh)
   while step < tc.steps:
-    batch = trainer.shard_batch(next(batches), mesh)
     state, metrics = train_step(state, batch)
     step += 1
+    if step < tc.steps:  # prepare the next batch while this step runs
+      batch = trainer.shard_batch(next(batches), mesh)
     if on_cpu:  # XLA's CPU collectives deadlock when several steps are in flight
       jax.block_until_ready(metrics['train_loss'])
     pending.append((step, metrics))

@@ -66,6 +66,7 @@ def base_config() -> config_dict.ConfigDict:
   c.model.dtype = 'auto'  # compute dtype; auto = bfloat16 on GPU/TPU, float32 on CPU
   c.model.remat = 'none'  # none | full | dots | dots_no_batch
   c.model.attention = 'auto'  # xla | cudnn; auto = cudnn on NVIDIA GPUs, else xla
+  c.model.dense_grad = 'auto'  # xla | pretransposed; auto = pretransposed on CPU (faster backward there), else xla
   c.model.scan_layers = True  # lax.scan over layers (fast compiles) or an unrolled loop (faster small models)
 
   c.data = config_dict.ConfigDict()

@@ -28,8 +28,9 @@ def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: 
   backend = jax.default_backend()
   dtype = dtype if dtype != 'auto' else ('float32' if backend == 'cpu' else 'bfloat16')
   attention = attention if attention != 'auto' else ('cudnn' if backend == 'gpu' else 'xla')
+  dense_grad = 'pretransposed' if backend == 'cpu' else 'xla'  # as model.dense_grad=auto does
   cfg = config_for_size(size, vocab, max_seq_len=seq_len, dtype=dtype, attention=attention, remat=remat,
-                        scan_layers=scan_layers)
+                        scan_layers=scan_layers, dense_grad=dense_grad)
   mesh = sharding.make_mesh(mesh_shape or {'fsdp': -1})
   opt = trainer.OptimConfig(accum_steps=accum_steps, decay_steps=10_000)
   setup = trainer.setup_model(cfg, opt, mesh)

@@ -252,9 +252,14 @@ def train_dataset(corpus: Corpus, global_batch: int, start_step: int = 0,
     return {k: v[row] for k, v in rows.items()}
 
   ds = tf.data.Dataset.range(start_step * local, 2**62)
-  ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(local, drop_remainder=True)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  # Fixed, small parallelism and buffers: tf.data's autotuner threads compete with the
+  # train step for CPU cores, and its unbounded thread pool can stall interpreter exit.
+  ds = ds.map(element, num_parallel_calls=2, deterministic=True)
+  ds = ds.batch(local, drop_remainder=True).prefetch(2)
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  options.threading.private_threadpool_size = 2
+  return ds.with_options(options)
 
 
 def val_batches(corpus: Corpus, global_batch: int, num_batches: int,

@@ -19,6 +19,7 @@ machines without TensorFlow or ml_collections.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal
 
@@ -56,6 +57,10 @@ class ModelConfig:
   remat: Literal['none', 'full', 'dots', 'dots_no_batch'] = 'none'  # rematerialisation policy per block
   attention: Literal['xla', 'cudnn'] = 'xla'  # cudnn = flash attention on NVIDIA GPUs
   scan_layers: bool = True  # lax.scan over stacked blocks (fast compiles) or a Python loop
+  # Weight gradients of the projections: 'xla' lets XLA choose; 'pretransposed' saves each
+  # projection input transposed for dW = x^T g (about 1.7x faster MLP backward on XLA:CPU,
+  # which otherwise transposes g with the activation derivative fused in; costs memory).
+  dense_grad: Literal['xla', 'pretransposed'] = 'xla'
   init_std: float = 0.02
 
   def __post_init__(self):
@@ -156,6 +161,43 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dense_pretransposed(x: jax.Array, w: jax.Array, k: int) -> jax.Array:
+  """Contract the last k axes of x with the first k axes of w."""
+  return _dense_fwd(x, w, k)[0]
+
+
+def _dense_fwd(x, w, k):
+  x2 = x.reshape(-1, math.prod(x.shape[x.ndim - k:]))
+  w2 = w.reshape(x2.shape[1], -1)
+  y = (x2 @ w2).reshape(x.shape[:x.ndim - k] + w.shape[k:])
+  # The barrier keeps XLA from folding the transpose back into the gradient's dot.
+  return y, (jax.lax.optimization_barrier(x2.T), w)
+
+
+def _dense_bwd(k, res, g):
+  x2t, w = res
+  w2 = w.reshape(x2t.shape[0], -1)
+  g2 = g.reshape(-1, w2.shape[1])
+  dw = (x2t @ g2).reshape(w.shape).astype(w.dtype)
+  dx = (g2 @ w2.T).reshape(g.shape[:g.ndim - (w.ndim - k)] + w.shape[:k])
+  return dx.astype(g.dtype), dw
+
+
+_dense_pretransposed.defvjp(_dense_fwd, _dense_bwd)
+
+
+def project(eq: str, x: jax.Array, w: jax.Array, cfg: 'ModelConfig') -> jax.Array:
+  """``jnp.einsum(eq, x, w)`` for a projection whose contracted axes end x and start w."""
+  if cfg.dense_grad == 'xla':
+    return jnp.einsum(eq, x, w)
+  ins, out = eq.split('->')
+  xs, ws = ins.split(',')
+  k = len([c for c in xs if c in ws and c not in out])
+  assert xs[len(xs) - k:] == ws[:k] and out == xs[:len(xs) - k] + ws[k:], eq
+  return _dense_pretransposed(x, w, k)
+
+
 def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
   """Shard an activation by logical names, using the rules installed by llm.sharding."""
   from llm import sharding  # local import: sharding imports nothing from here
@@ -213,9 +255,9 @@ class Attention(nnx.Module):
 
   def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None) -> jax.Array:
     cfg, dt = self.cfg, x_btd.dtype
-    q_btnh = jnp.einsum('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt))
-    k_btkh = jnp.einsum('btd,dkh->btkh', x_btd, self.w_k_dkh[...].astype(dt))
-    v_btkh = jnp.einsum('btd,dkh->btkh', x_btd, self.w_v_dkh[...].astype(dt))
+    q_btnh = project('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt), cfg)
+    k_btkh = project('btd,dkh->btkh', x_btd, self.w_k_dkh[...].astype(dt), cfg)
+    v_btkh = project('btd,dkh->btkh', x_btd, self.w_v_dkh[...].astype(dt), cfg)
     if cfg.use_bias:
       q_btnh += self.b_q_nh[...].astype(dt)
       k_btkh += self.b_k_kh[...].astype(dt)
@@ -233,7 +275,7 @@ class Attention(nnx.Module):
                                             implementation='cudnn')
     else:
       o_btnh = _xla_attention(q_btnh, k_btkh, v_btkh, mask_b1ts)
-    out_btd = jnp.einsum('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt))
+    out_btd = project('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt), cfg)
     if cfg.use_bias:
       out_btd += self.b_o_d[...].astype(dt)
     return out_btd
@@ -271,15 +313,15 @@ class MLP(nnx.Module):
 
   def __call__(self, x_btd: jax.Array) -> jax.Array:
     cfg, dt = self.cfg, x_btd.dtype
-    h_btf = jnp.einsum('btd,df->btf', x_btd, self.w_in_df[...].astype(dt))
+    h_btf = project('btd,df->btf', x_btd, self.w_in_df[...].astype(dt), cfg)
     if cfg.use_bias:
       h_btf += self.b_in_f[...].astype(dt)
     if cfg.mlp == 'swiglu':
-      h_btf = jax.nn.silu(jnp.einsum('btd,df->btf', x_btd, self.w_gate_df[...].astype(dt))) * h_btf
+      h_btf = jax.nn.silu(project('btd,df->btf', x_btd, self.w_gate_df[...].astype(dt), cfg)) * h_btf
     else:
       h_btf = jax.nn.gelu(h_btf, approximate=True)
     h_btf = constrain(h_btf, ('act_batch', 'act_length', 'act_mlp'))
-    out_btd = jnp.einsum('btf,fd->btd', h_btf, self.w_out_fd[...].astype(dt))
+    out_btd = project('btf,fd->btd', h_btf, self.w_out_fd[...].astype(dt), cfg)
     if cfg.use_bias:
       out_btd += self.b_out_d[...].astype(dt)
     return out_btd

@@ -43,7 +43,11 @@ def model_config(cfg, vocab_size: int, backend: str) -> ModelConfig:
   attention = m.attention if m.attention != 'auto' else ('cudnn' if backend == 'gpu' else 'xla')
   if attention == 'cudnn' and backend != 'gpu':
     raise ValueError(f"model.attention='cudnn' needs an NVIDIA GPU (backend is {backend}); use 'xla'")
-  return config_for_size(m.size, vocab_size, dtype=dtype, attention=attention, **overrides)
+  if attention == 'cudnn' and dtype not in ('bfloat16', 'float16'):
+    raise ValueError(f"model.attention='cudnn' computes in bfloat16/float16 only, but model.dtype={dtype!r}; "
+                     f"set --config.model.dtype=bfloat16 or --config.model.attention=xla")
+  dense_grad = m.dense_grad if m.dense_grad != 'auto' else ('pretransposed' if backend == 'cpu' else 'xla')
+  return config_for_size(m.size, vocab_size, dtype=dtype, attention=attention, dense_grad=dense_grad, **overrides)
 
 
 def optim_config(cfg):

@@ -236,3 +236,28 @@ def test_model_config_errors():
   with pytest.raises(ValueError, match='even head width'):
     model.ModelConfig(vocab_size=VOCAB, d_model=12, n_heads=4)  # d_head 3 with rope
   model.ModelConfig(vocab_size=VOCAB, d_model=12, n_heads=4, family='gpt2')  # learned positions: fine
+
+
+@pytest.mark.parametrize('family', ['llama', 'gpt2'])
+def test_pretransposed_dense_grad_matches_xla(family):
+  """model.dense_grad='pretransposed' (the CPU default) computes the same loss and gradients."""
+  import jax
+  import numpy as np
+  from flax import nnx
+  from llm import trainer
+  from llm.data import pack
+  from llm.model import Transformer, config_for_size
+  cx = config_for_size('smoke', vocab_size=259, family=family, max_seq_len=32, dense_grad='xla')
+  cp = config_for_size('smoke', vocab_size=259, family=family, max_seq_len=32, dense_grad='pretransposed')
+  gx, params = nnx.split(Transformer(cx, jax.random.key(0)))
+  gp, _ = nnx.split(nnx.eval_shape(lambda: Transformer(cp, jax.random.key(0))))
+  params = nnx.to_pure_dict(params)
+  rng = np.random.default_rng(0)
+  batch = pack([rng.integers(3, 259, n) for n in (20, 45, 9, 30)], 32, 1, 2)
+  fx = jax.jit(jax.value_and_grad(lambda p: trainer.loss_on_batch(gx, p, batch)[0]))
+  fp = jax.jit(jax.value_and_grad(lambda p: trainer.loss_on_batch(gp, p, batch)[0]))
+  (lx, dx), (lp, dp) = fx(params), fp(params)
+  assert abs(float(lx) - float(lp)) < 1e-4 * abs(float(lx))
+  scale = max(float(np.max(np.abs(a))) for a in jax.tree.leaves(dx))
+  diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(dx), jax.tree.leaves(dp)))
+  assert diff < 1e-5 * scale, diff
