@@ -10,7 +10,6 @@ config.json and sample.txt.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time

@@ -1,0 +1,68 @@
+"""Throughput benchmark, FLOP counting, sampling, and the backend-dependent config choices."""
+
+import pytest
+
+from configs import default
+from llm import perf, run
+from llm.model import config_for_size
+
+
+def test_flops_per_token_counts_each_matmul():
+  cfg = config_for_size('smoke', vocab_size=256, vocab_multiple=1, max_seq_len=32)  # d64 L2 H4 KV2 ff128
+  d, h, n, k, f, v, t = 64, 16, 4, 2, 128, 256, 32
+  per_layer = 2 * d * h * (n + 2 * k) + 2 * n * h * d + 2 * d * f * 3 + 2 * 2 * t * n * h * 0.5
+  assert perf.train_flops_per_token(cfg, t) == pytest.approx(3 * (2 * per_layer + 2 * d * v))
+
+
+def test_device_peaks():
+  class Dev:
+    def __init__(self, kind):
+      self.device_kind = kind
+  assert perf.peak_flops(Dev('NVIDIA H200')) == 989e12
+  assert perf.peak_flops(Dev('TPU v5 lite')) == 197e12
+  assert perf.peak_flops(Dev('TPU v5p')) == 459e12
+  assert perf.peak_flops(Dev('cpu')) is None
+
+
+def test_benchmark_runs_on_unpacked_synthetic_tokens():
+  from llm.bench import run_benchmark
+  r = run_benchmark('smoke', seq_len=32, batch=4, steps=2, warmup=1, vocab=512)
+  assert r['tokens_per_sec'] > 0 and r['step_ms'] > 0 and r['mfu'] is None
+  assert r['loss'] == r['loss'] and 0 < r['loss'] < 10  # finite, below a uniform guess over 512 (6.24) + slack
+
+
+def test_sampling_continues_the_prompt_and_respects_top_k():
+  import jax
+  from flax import nnx
+  from llm import sampling
+  from llm.model import Transformer
+  cfg = config_for_size('smoke', vocab_size=259, max_seq_len=16)
+  graphdef, params = nnx.split(Transformer(cfg, jax.random.key(0)))
+  params = nnx.to_pure_dict(params)
+  prompt = [1, 40, 41]
+  greedy = sampling.generate(graphdef, cfg, params, prompt, 20, temperature=0.0)
+  assert greedy[:3] == prompt and len(greedy) == 23  # longer than max_seq_len: the window slides
+  assert greedy == sampling.generate(graphdef, cfg, params, prompt, 20, temperature=0.0)
+  # top_k=1 at any temperature is greedy.
+  assert sampling.generate(graphdef, cfg, params, prompt, 20, temperature=1.0, top_k=1, seed=3) == greedy
+  assert all(0 <= t < cfg.vocab_size for t in greedy)
+
+
+def test_auto_choices_follow_the_backend():
+  c = default.get_config('smoke=True')
+  cpu = run.model_config(c, 259, 'cpu')
+  assert (cpu.dtype, cpu.attention, cpu.dense_grad) == ('float32', 'xla', 'pretransposed')
+  gpu = run.model_config(c, 259, 'gpu')
+  assert (gpu.dtype, gpu.attention, gpu.dense_grad) == ('bfloat16', 'cudnn', 'xla')
+  tpu = run.model_config(c, 259, 'tpu')
+  assert (tpu.dtype, tpu.attention) == ('bfloat16', 'xla')
+
+
+def test_cudnn_attention_errors_are_clear():
+  c = default.get_config('smoke=True')
+  c.model.attention = 'cudnn'
+  with pytest.raises(ValueError, match='needs an NVIDIA GPU'):
+    run.model_config(c, 259, 'cpu')
+  c.model.dtype = 'float32'
+  with pytest.raises(ValueError, match='model.dtype=bfloat16'):
+    run.model_config(c, 259, 'gpu')
