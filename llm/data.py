@@ -57,7 +57,7 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
   for part in [p.strip() for p in spec.split(',') if p.strip()]:
     pattern, weight = part, 1.0
     head, sep, tail = part.rpartition(':')
-    if sep and head:
+    if sep and head and head != 'tfds':
       try:
         pattern, weight = head, float(tail)
       except ValueError:
@@ -121,6 +121,31 @@ def read_documents(path: str, cfg: DataConfig) -> list[str]:
   if not docs:
     raise DataError(f'{path}: holds no non-empty document')
   return docs
+
+
+def read_tfds(path: str, root: str = '.') -> tuple[list[str], list[str]]:
+  """Train and validation texts of a prepared TFDS dataset directory.
+
+  ``path`` is the dataset's version folder, e.g. the corpus pipeline's
+  ``runs/corpus/tfds/clean_corpus/default/1.0.0``; its own splits are used as they are.
+  """
+  full = path if os.path.isabs(path) else os.path.join(root, path)
+  if not os.path.exists(os.path.join(full, 'dataset_info.json')):
+    raise DataError(f'tfds:{path}: no prepared TFDS dataset there (no dataset_info.json in {full}); '
+                    'point it at the version folder the corpus pipeline printed, e.g. '
+                    'tfds:runs/corpus/tfds/clean_corpus/default/1.0.0')
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  builder = tfds.builder_from_directory(full)
+  out = []
+  for split in ('train', 'validation'):
+    if split not in builder.info.splits:
+      raise DataError(f'tfds:{path} has no {split!r} split (it has {list(builder.info.splits)})')
+    # Sorted by id: TFDS stores examples in a hashed order; training should not depend on it.
+    rows = sorted((r['id'], r['text']) for r in tfds.as_numpy(builder.as_dataset(split=split)))
+    out.append([t.decode('utf-8') for _, t in rows if t.strip()])
+  if not out[0]:
+    raise DataError(f'tfds:{path} has no training documents')
+  return out[0], out[1]
 
 
 def split_documents(docs: list[str], cfg: DataConfig) -> tuple[list[str], list[str]]:
@@ -197,16 +222,19 @@ def load_corpus(cfg: DataConfig, root: str = '.') -> Corpus:
   tok = make_tokenizer(cfg.tokenizer, cfg.spm_model)
   train, weights, vals, names = [], [], [], []
   for pattern, weight in parse_sources(cfg.sources):
-    full = pattern if os.path.isabs(pattern) else os.path.join(root, pattern)
-    files = sorted(glob.glob(full))
-    if not files:
-      raise DataError(f'data source {pattern!r} matches no file (looked for {full}); '
-                      f'fix --config.data.sources')
-    tr_docs, va_docs = [], []
-    for path in files:
-      tr, va = split_documents(read_documents(path, cfg), cfg)
-      tr_docs += tr
-      va_docs += va
+    if pattern.startswith('tfds:'):
+      tr_docs, va_docs = read_tfds(pattern[len('tfds:'):], root)
+    else:
+      full = pattern if os.path.isabs(pattern) else os.path.join(root, pattern)
+      files = sorted(glob.glob(full))
+      if not files:
+        raise DataError(f'data source {pattern!r} matches no file (looked for {full}); '
+                        f'fix --config.data.sources')
+      tr_docs, va_docs = [], []
+      for path in files:
+        tr, va = split_documents(read_documents(path, cfg), cfg)
+        tr_docs += tr
+        va_docs += va
     packed = pack([tok.encode(d) for d in tr_docs], cfg.seq_len, tok.bos_id, tok.eos_id)
     if len(packed['inputs']) == 0:
       raise DataError(f'data source {pattern!r} has no training text after the validation split')

@@ -1,0 +1,414 @@
+"""The corpus pipeline: raw files -> filtered, deduplicated, PII-scrubbed TFDS dataset + report.
+
+    python -m llm.corpus.pipeline --config=configs/corpus.py --config.inputs='raw/*.jsonl.gz' \\
+        --config.output=runs/corpus
+
+Stages (names as in the report):
+  1. per file, in parallel: read -> rules (language, gopher_repetition, gopher_quality, c4,
+     fineweb, bad_words) -> keys for deduplication (exact hash, MinHash bands, line hashes)
+  2. global: ``exact_dedup`` (keep the smallest id of each normalised-text hash),
+     ``near_dedup`` (MinHash LSH clusters keep their smallest id), then C4-style repeated
+     lines (a line already in a document with a smaller id is removed; a document left
+     empty is dropped as ``line_dedup_empty``)
+  3. per document: PII scrubbing, identity-term counts, train/validation split by hash
+  4. shards ``clean/{split}-NNNNN-of-NNNNN.jsonl.gz`` (sorted by id), the TFDS dataset
+     ``tfds/clean_corpus/<name>/<version>`` that train.py reads as ``tfds:<that dir>``, and
+     ``report/report.{json,md}`` with plots.
+
+The same per-document functions run in-process here and on Apache Beam (``llm.corpus.beam``);
+every global decision is "smallest id wins", so both give identical output.
+
+Nothing is done twice: each file's stage-1 result is cached under ``cache/`` by its path,
+size, modification time and the rules' config, and a run whose inputs and config match the
+finished run in ``output`` returns at once. Outputs are written to temporary names and
+renamed, and ``DONE`` is written last: an interrupted run never leaves a dataset that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import xxhash
+
+from llm.corpus import dedup, pii, readers, rules
+from llm.corpus.document import Doc, DocOutcome, FileStats
+
+STAGES = tuple(rules.RULE_ORDER) + ('exact_dedup', 'near_dedup', 'line_dedup_empty')
+PIPELINE_VERSION = 1  # bump when a change alters outputs, so caches are not reused
+PREVIEW_CHARS = 300
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupConfig:
+  exact: bool = True
+  near: bool = True
+  lines: bool = True  # C4-style repeated lines across documents
+  minhash: dedup.MinHashConfig = dedup.MinHashConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  inputs: str  # comma-separated globs
+  output: str  # output folder
+  name: str = 'default'  # TFDS builder config name
+  version: str = '1.0.0'  # TFDS version of the produced dataset
+  reader: readers.ReaderConfig = readers.ReaderConfig()
+  rules: rules.RulesConfig = rules.RulesConfig()
+  dedup: DedupConfig = DedupConfig()
+  pii: pii.PIIConfig = pii.PIIConfig()
+  val_fraction: float = 0.01  # documents sent to validation, by a hash of their text
+  shards: int = 8  # output shards per split
+  workers: int = 0  # processes for stage 1; 0 = one per CPU
+  all_rules: bool = True  # evaluate every rule on every document (the report's rule overlap)
+  examples_per_rule: int = 3  # removed examples per stage in the report
+  identity_terms_dir: str = ''  # '' = data/identity_terms
+  write_tfds: bool = True
+  write_outcomes: bool = False  # also write outcomes.jsonl.gz: one decision row per input document
+  runner: str = 'local'  # 'local' (processes on this machine) or 'beam' (Apache Beam)
+  beam_args: str = '--runner=DirectRunner'  # Beam pipeline options when runner='beam'
+
+
+# ------------------------------------------------------------------ stage 1: per file
+
+
+@dataclasses.dataclass
+class Item:
+  """A document that survived the rules, with its deduplication keys."""
+  outcome: DocOutcome
+  text: str
+  exact: bytes
+  bands: list[bytes]
+  lines: list[int]
+  url: str = ''
+
+
+class FileProcessor:
+  """Stage 1 for one file: read, run the rules, compute dedup keys. Picklable."""
+
+  def __init__(self, cfg: PipelineConfig):
+    from llm.corpus.audit import TermCounter  # pylint: disable=import-outside-toplevel
+    self.cfg = cfg
+    self.chain = rules.RuleChain(cfg.rules)
+    self.minhash = dedup.MinHasher(cfg.dedup.minhash)
+    self.terms = TermCounter(cfg.identity_terms_dir or None)
+
+  def process_doc(self, doc: Doc) -> tuple[DocOutcome, Item | None]:
+    text = doc.text
+    res = self.chain(text, all_rules=self.cfg.all_rules)
+    o = DocOutcome(id=doc.id, source=doc.source, chars_in=len(text), words_in=_count_words(text),
+                   failed=res.failed, edits=dict(res.edits), signals=res.signals,
+                   terms_in=self.terms.count(text), preview=text[:PREVIEW_CHARS])
+    if res.removed_by:
+      o.kept, o.removed_by, o.reason = False, res.removed_by, res.reason
+      return o, None
+    out = res.text
+    bands = self.minhash.band_keys(self.minhash.signature_from_text(out)) if self.cfg.dedup.near else []
+    return o, Item(o, out, dedup.exact_key(out) if self.cfg.dedup.exact else b'', bands,
+                   dedup.line_keys(out) if self.cfg.dedup.lines else [], str(doc.meta.get('url', '')))
+
+  def process_file(self, file_index: int, path: str) -> tuple[FileStats, list[DocOutcome], list[Item]]:
+    stats = FileStats(path=path)
+    outcomes, items = [], []
+    for doc in readers.read_file(path, file_index, self.cfg.reader, stats):
+      o, item = self.process_doc(doc)
+      outcomes.append(o)
+      if item is not None:
+        items.append(item)
+    return stats, outcomes, items
+
+
+def _count_words(text: str) -> int:
+  return len(text.split())
+
+
+# ---------------------------------------------------------- stage 2-3: global + per doc
+
+
+def is_validation(text: str, val_fraction: float) -> bool:
+  """Train/validation by a hash of the final text (stable across runs and runners)."""
+  return xxhash.xxh64_intdigest(text.encode('utf-8', 'surrogatepass'), seed=17) % 1_000_000 < val_fraction * 1_000_000
+
+
+def shard_of(doc_id: str, shards: int) -> int:
+  return xxhash.xxh64_intdigest(doc_id.encode(), seed=29) % shards
+
+
+def finalize(item: Item, owners: dict[int, str] | None, cfg: PipelineConfig, terms) -> tuple[DocOutcome, str | None]:
+  """Line dedup, PII scrubbing and identity-term counts for one surviving document."""
+  o, text = item.outcome, item.text
+  if owners is not None:
+    text, _, removed_chars = dedup.remove_repeated_lines(o.id, text, owners)
+    if removed_chars:
+      o.edits['line_dedup'] = o.edits.get('line_dedup', 0) + removed_chars
+    if not text.strip():
+      o.kept, o.removed_by, o.reason = False, 'line_dedup_empty', 'all_lines_repeated'
+      return o, None
+  if cfg.pii.enabled:
+    text, counts = pii.scrub(text, cfg.pii)
+    o.pii = {k: v for k, v in counts.items() if v}
+  o.chars_out, o.words_out = len(text), _count_words(text)
+  o.terms_out = terms.count(text)
+  return o, text
+
+
+# ------------------------------------------------------------------------ writing
+
+
+def _atomic_write_jsonl_gz(path: str, rows: Iterable[dict]) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  # mtime=0: identical content gives identical bytes (runs and runners are comparable).
+  with open(tmp, 'wb') as raw, gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as f:
+    for r in rows:
+      f.write(json.dumps(r, ensure_ascii=False).encode('utf-8', 'surrogatepass') + b'\n')
+  os.replace(tmp, path)
+
+
+def write_shards(out_dir: str, docs: Iterable[tuple[str, str, str, str]], cfg: PipelineConfig) -> dict[str, list[str]]:
+  """docs: (split, id, text, url) -> ``{split}-NNNNN-of-NNNNN.jsonl.gz``, each sorted by id."""
+  os.makedirs(out_dir, exist_ok=True)
+  buckets: dict[tuple[str, int], list[tuple[str, str, str]]] = {}
+  for split, doc_id, text, url in docs:
+    buckets.setdefault((split, shard_of(doc_id, cfg.shards)), []).append((doc_id, text, url))
+  paths: dict[str, list[str]] = {}
+  for split in ('train', 'validation'):
+    for s in range(cfg.shards):
+      rows = sorted(buckets.get((split, s), []))
+      path = os.path.join(out_dir, f'{split}-{s:05d}-of-{cfg.shards:05d}.jsonl.gz')
+      _atomic_write_jsonl_gz(path, ({'id': i, 'text': t, 'url': u} for i, t, u in rows))
+      paths.setdefault(split, []).append(path)
+  return paths
+
+
+# -------------------------------------------------------------------- fingerprints
+
+
+def config_dict(cfg: Any) -> Any:
+  """JSON-able form of a config dataclass (or plain value)."""
+  return json.loads(json.dumps(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg, default=str))
+
+
+def _file_key(path: str, cfg: PipelineConfig) -> str:
+  st = os.stat(path)
+  cfg_part = {k: config_dict(getattr(cfg, k)) for k in ('reader', 'rules', 'dedup', 'identity_terms_dir', 'all_rules')}
+  blob = json.dumps([PIPELINE_VERSION, os.path.abspath(path), st.st_size, st.st_mtime_ns, cfg_part], sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def run_fingerprint(files: Sequence[str], cfg: PipelineConfig) -> str:
+  d = config_dict(cfg)
+  d.pop('output'), d.pop('workers'), d.pop('inputs')
+  parts = [PIPELINE_VERSION, d]
+  for p in files:
+    st = os.stat(p)
+    parts.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+  return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------- the runner
+
+_WORKER: FileProcessor | None = None
+
+
+def _init_worker(cfg: PipelineConfig) -> None:
+  global _WORKER
+  _WORKER = FileProcessor(cfg)
+
+
+def _cached_process(args: tuple[int, str, str | None]):
+  file_index, path, cache_path = args
+  if cache_path and os.path.exists(cache_path):
+    with gzip.open(cache_path, 'rb') as f:
+      import pickle  # pylint: disable=import-outside-toplevel
+      return pickle.load(f)
+  res = _WORKER.process_file(file_index, path)
+  if cache_path:
+    import pickle  # pylint: disable=import-outside-toplevel
+    tmp = f'{cache_path}.tmp-{os.getpid()}'
+    with gzip.open(tmp, 'wb', compresslevel=1) as f:
+      pickle.dump(res, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, cache_path)
+  return res
+
+
+def stage1(files: Sequence[str], cfg: PipelineConfig, cache_dir: str | None) -> Iterator[tuple[FileStats, list[DocOutcome], list[Item]]]:
+  """Per-file results in file order (parallel over files when workers > 1)."""
+  jobs = [(i, p, os.path.join(cache_dir, _file_key(p, cfg) + '.pkl.gz') if cache_dir else None)
+          for i, p in enumerate(files)]
+  workers = cfg.workers or os.cpu_count() or 1
+  workers = min(workers, len(files))
+  if workers <= 1:
+    _init_worker(cfg)
+    yield from map(_cached_process, jobs)
+    return
+  ctx = mp.get_context('forkserver' if sys.platform != 'win32' else 'spawn')
+  with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+    yield from pool.imap(_cached_process, jobs)
+
+
+def _run_local(cfg: PipelineConfig, files: Sequence[str], clean_dir: str, cache_dir: str,
+               timing: dict[str, float], log) -> tuple[Any, list[DocOutcome]]:
+  """Stages 1-4 (up to the clean shards) in this process and a pool of workers."""
+  from llm.corpus.audit import TermCounter  # pylint: disable=import-outside-toplevel
+  from llm.corpus.report import ReportAccumulator  # pylint: disable=import-outside-toplevel
+
+  acc = ReportAccumulator(stages=STAGES, rules=rules.RuleChain(cfg.rules).names,
+                          examples_per_rule=cfg.examples_per_rule)
+  # Stage 1.
+  t = time.time()
+  outcomes: list[DocOutcome] = []
+  items: list[Item] = []
+  for stats, outs, its in stage1(files, cfg, cache_dir):
+    acc.add_file_stats(stats)
+    outcomes.extend(outs)
+    items.extend(its)
+  timing['read_and_rules_s'] = time.time() - t
+  log(f'stage 1: {len(outcomes)} documents from {len(files)} files, {len(items)} pass the rules '
+      f'({timing["read_and_rules_s"]:.1f} s)')
+
+  # Stage 2: exact, then near duplicates, then repeated lines.
+  t = time.time()
+  if cfg.dedup.exact:
+    drops = dedup.exact_duplicates((it.outcome.id, it.exact) for it in items)
+    for it in items:
+      if it.outcome.id in drops:
+        it.outcome.kept, it.outcome.removed_by, it.outcome.reason = False, 'exact_dedup', 'exact_duplicate'
+    items = [it for it in items if it.outcome.kept]
+  if cfg.dedup.near:
+    drops = dedup.near_duplicates((it.outcome.id, it.bands) for it in items)
+    for it in items:
+      if it.outcome.id in drops:
+        it.outcome.kept, it.outcome.removed_by, it.outcome.reason = False, 'near_dedup', 'minhash_cluster'
+    items = [it for it in items if it.outcome.kept]
+  owners = dedup.first_owners((it.outcome.id, it.lines) for it in items) if cfg.dedup.lines else None
+  timing['dedup_s'] = time.time() - t
+
+  # Stage 3.
+  t = time.time()
+  terms = TermCounter(cfg.identity_terms_dir or None)
+  final: list[tuple[str, str, str, str]] = []
+  for it in items:
+    o, text = finalize(it, owners, cfg, terms)
+    if text is not None:
+      final.append(('validation' if is_validation(text, cfg.val_fraction) else 'train', o.id, text, it.url))
+  for o in outcomes:
+    acc.add(o)
+  timing['finalize_s'] = time.time() - t
+  t = time.time()
+  write_shards(clean_dir, final, cfg)
+  timing['write_shards_s'] = time.time() - t
+  return acc, outcomes
+
+
+def run(cfg: PipelineConfig, log=print) -> dict:
+  """Runs the whole pipeline (``cfg.runner``); returns the report summary (report.json)."""
+  from llm.corpus.report import write_report  # pylint: disable=import-outside-toplevel
+
+  t0 = time.time()
+  files = readers.list_files(cfg.inputs)
+  os.makedirs(cfg.output, exist_ok=True)
+  fingerprint = run_fingerprint(files, cfg)
+  done_path = os.path.join(cfg.output, 'DONE')
+  if os.path.exists(done_path):
+    with open(done_path) as f:
+      done = json.load(f)
+    if done.get('fingerprint') == fingerprint:
+      log(f'{cfg.output} is up to date (fingerprint {fingerprint}); nothing to do.')
+      with open(os.path.join(cfg.output, 'report', 'report.json')) as f:
+        return json.load(f)
+    os.remove(done_path)  # outputs below are about to change: no longer complete
+  cache_dir = os.path.join(cfg.output, 'cache')
+  os.makedirs(cache_dir, exist_ok=True)
+  clean_dir = os.path.join(cfg.output, 'clean')
+  shutil.rmtree(clean_dir, ignore_errors=True)  # shards of an earlier run (maybe another shard count)
+  timing: dict[str, float] = {}
+  if cfg.runner == 'beam':
+    from llm.corpus import beam  # pylint: disable=import-outside-toplevel
+    t = time.time()
+    acc, outcomes = beam.run_beam(cfg, files, clean_dir, cache_dir)
+    timing['beam_s'] = time.time() - t
+    docs_in = acc.to_json()['totals']['docs_in']
+  elif cfg.runner == 'local':
+    acc, outcomes = _run_local(cfg, files, clean_dir, cache_dir, timing, log)
+    docs_in = len(outcomes)
+  else:
+    raise ValueError(f"config.runner must be 'local' or 'beam', got {cfg.runner!r}")
+  t = time.time()
+  if cfg.write_outcomes:
+    _atomic_write_jsonl_gz(os.path.join(cfg.output, 'outcomes.jsonl.gz'),
+                           (o.to_json() for o in sorted(outcomes, key=lambda o: o.id)))
+  tfds_dir = ''
+  if cfg.write_tfds:
+    from llm.corpus import tfds_builder  # pylint: disable=import-outside-toplevel
+    tfds_dir = tfds_builder.prepare(clean_dir, os.path.join(cfg.output, 'tfds'), cfg.name, cfg.version,
+                                    description=f'llm corpus pipeline, fingerprint {fingerprint}')
+  timing['write_s'] = time.time() - t
+  timing['total_s'] = time.time() - t0
+  timing['docs_per_s'] = docs_in / max(timing['total_s'], 1e-9)
+  summary = write_report(acc, os.path.join(cfg.output, 'report'), config=config_dict(cfg), timing=timing)
+  with open(done_path + '.tmp', 'w') as f:
+    json.dump({'fingerprint': fingerprint, 'tfds_dir': tfds_dir, 'docs_in': docs_in,
+               'docs_out': summary['totals']['docs_out']}, f, indent=1)
+  os.replace(done_path + '.tmp', done_path)
+  log(f'done: {summary["totals"]["docs_out"]} of {docs_in} documents kept in {timing["total_s"]:.1f} s '
+      f'({timing["docs_per_s"]:.0f} docs/s); report {cfg.output}/report/report.md'
+      + (f'; train.py reads it with --config.data.sources=tfds:{tfds_dir}' if tfds_dir else ''))
+  return summary
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def _build(cls, value: Any, where: str):
+  """A (nested) frozen dataclass from a dict / ConfigDict; unknown keys are an error."""
+  if not dataclasses.is_dataclass(cls):
+    return value
+  value = dict(value)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(value) - set(fields))
+  if unknown:
+    raise ValueError(f'unknown {where} setting(s) {unknown}; known: {sorted(fields)}')
+  kwargs = {}
+  hints = __import__('typing').get_type_hints(cls)
+  for name, v in value.items():
+    t = hints[name]
+    if dataclasses.is_dataclass(t):
+      kwargs[name] = _build(t, v, f'{where}.{name}')
+    elif isinstance(v, list) or (getattr(t, '__origin__', None) is tuple and not isinstance(v, str)):
+      kwargs[name] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+    else:
+      kwargs[name] = v
+  return cls(**kwargs)
+
+
+def from_config(cd: Any) -> PipelineConfig:
+  """PipelineConfig from the ml_collections ConfigDict of configs/corpus.py."""
+  d = cd.to_dict() if hasattr(cd, 'to_dict') else dict(cd)
+  if not d.get('inputs'):
+    raise ValueError('config.inputs is empty: pass --config.inputs="raw/*.jsonl.gz" (comma-separated globs)')
+  if not d.get('output'):
+    raise ValueError('config.output is empty: pass --config.output=runs/corpus')
+  return _build(PipelineConfig, d, 'config')
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  cfg = from_config(_CONFIG.value)
+  run(cfg)
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/corpus.py', 'corpus pipeline config',
+                                            lock_config=True)
+  app.run(main)
