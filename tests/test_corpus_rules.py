@@ -255,3 +255,29 @@ def test_chain_c4_rewrite_is_what_later_rules_and_output_see():
   assert r.removed_by == ''
   assert r.text == prose(8)
   assert r.edits['c4_lines'] == len('Home | About | Contact') + len('Copyright 2020 Example')
+
+
+def test_fast_tokenizer_path_equals_the_regex_and_word_counts_equal_definitions():
+  """words() splits easy chunks without the regex; the Gopher counts run as regexes over
+  the joined tokens. Both must equal their plain definitions on messy web-like text."""
+  import random
+  from llm.corpus import text as text_mod
+  from llm.corpus import webgen
+  docs = [r['text'] for r in webgen.generate(300, seed=5)]
+  rng = random.Random(0)
+  pieces = ['Mr.', 'U.S.', "don't", 'cannot', 'Cannot.', 'end.', '(a)', '3.14', '+44', 'a|b', 'sir,--',
+            '#tag', '...', '…', '—', '1,000', "it's", 'x@y.org', 'café', 'naïve.', '½', '_x_', 'über,']
+  docs += [' '.join(rng.choice(pieces) for _ in range(60)) for _ in range(50)]
+  for d in docs:
+    toks = text_mod.words(d)
+    assert toks == text_mod._WORD_RE.findall(d)
+    n_words = len(toks)
+    if not n_words:
+      continue
+    v = rules.gopher_quality(Analysis(d), dataclasses.replace(rules.GopherQualityConfig(), min_words=1))
+    real = [w for w in toks if not rules.PUNCTUATION.issuperset(w)]
+    assert v.signals['words'] == len(real)
+    if real:
+      assert v.signals['mean_word_length'] == pytest.approx(sum(map(len, real)) / len(real))
+      alpha = sum(any(c.isalpha() for c in w) for w in toks) / n_words
+      assert v.signals['alpha_words_ratio'] == pytest.approx(alpha)

@@ -249,19 +249,22 @@ def gopher_quality(a: Analysis, cfg: GopherQualityConfig) -> Verdict:
   """Gopher quality rules (Rae et al. 2021, A1), as datatrove's ``GopherQualityFilter``."""
   text, words = a.text, a.words
   n_words = len(words)
-  word_lens = [len(w) for w in words if not PUNCTUATION.issuperset(w)]
-  n = len(word_lens)
+  # Per-token tests run as one regex pass over the tokens joined by newlines (tokens
+  # never contain whitespace), not as a Python loop.
+  joined = '\n'.join(words)
+  symbols = _SYMBOL_TOKEN.findall(joined)  # tokens made only of punctuation
+  n = n_words - len(symbols)
   signals: dict[str, float] = {'words': n}
   if n < cfg.min_words:
     return Verdict(False, 'gopher_short_doc', signals)
   if n > cfg.max_words:
     return Verdict(False, 'gopher_long_doc', signals)
-  mean_len = sum(word_lens) / n
+  mean_len = (len(joined) - (n_words - 1) - sum(map(len, symbols))) / n
   signals['mean_word_length'] = mean_len
   hashes = text.count('#') / n_words
   ellipses = (text.count('...') + text.count('…')) / n_words
   signals['symbol_ratio'] = max(hashes, ellipses)
-  alpha_ratio = sum(1 for w in words if _LETTER.search(w)) / n_words
+  alpha_ratio = (n_words - len(_NO_LETTER_TOKEN.findall(joined))) / n_words
   signals['alpha_words_ratio'] = alpha_ratio
   stop = len(set(cfg.stop_words).intersection(words))
   signals['stop_words'] = stop
@@ -288,7 +291,11 @@ def gopher_quality(a: Analysis, cfg: GopherQualityConfig) -> Verdict:
   return Verdict(True, signals=signals)
 
 
-_LETTER = re.compile(r'[^\W\d_]')  # a letter (str.isalpha)
+_SYMBOL_TOKEN = re.compile('^[' + re.escape(''.join(sorted(PUNCTUATION - {'\n'}))) + ']+$', re.M)
+# A token with no letter (no character c with c.isalpha()): \w minus letters is decimal
+# digits, '_' and the other numeric characters (½, ², Ⅷ), listed once at import.
+_NUMERIC_NOT_DECIMAL = ''.join(c for c in map(chr, range(0x110000)) if c.isnumeric() and not c.isdecimal())
+_NO_LETTER_TOKEN = re.compile(r'^(?:[^\w\n]|[\d_' + re.escape(_NUMERIC_NOT_DECIMAL) + r'])+$', re.M)
 
 # ------------------------------------------------------------------------------- C4
 
@@ -315,8 +322,8 @@ _CITATION_RE = re.compile(r'\[\d*\]|\[edit\]|\[citation needed\]')
 # Sentence ends, as spaCy's sentencizer finds them: a run of . ! ? (and closing quotes or
 # brackets) followed by a space and more text. Single tokens with dots (U.S., 3.14, Mr.)
 # are excluded by requiring the run to follow a word of 2+ lower-case letters, a digit or
-# a closing character.
-_SENTENCE_END_RE = re.compile(r'(?:(?<=[a-z]{2})|(?<=[0-9)\]"\'’”]))[.!?]+["\'’”)\]]*\s+(?=\S)')
+# a closing character. CJK full stops end a sentence without a following space.
+_SENTENCE_END_RE = re.compile(r'(?:(?<=[a-z]{2})|(?<=[0-9)\]"\'’”]))[.!?]+["\'’”)\]]*\s+(?=\S)|[。！？]+(?=\S)')
 
 
 def count_sentences(line: str) -> int:

@@ -30,7 +30,8 @@ _WORD_RE = re.compile(
     | (?<=\w)['’](?:[mMdD]|re|RE|ve|VE|ll|LL)\b            # 'm 'd 're 've 'll after those (spaCy's exceptions)
     | [Cc]an(?=not\b)                                      # "can" of "cannot"
     | \d+(?:[.,:]\d+)+                                     # 1,000  3.14  10:30  1.2.3
-    | [@•]?[^\W_]\w*+(?:(?:\.(?=[a-z0-9])|['’](?![sS]\b)(?=\w)|[+*](?=[\w+]|\s|$))\w*+)*+  # words: mid.word, o'clock, x*y, C++, @user
+    | \+\d+                                               # +44 (country codes stay whole)
+    | [@•|]?[^\W_]\w*+(?:(?:\.(?=[a-z0-9])|['’](?![sS]\b)(?=\w)|[+*](?=[\w+]|\s|$)|\|+|[,!?;:]-{2,}|-{2,}(?![A-Za-z]))\w*+)*+  # words: mid.word, o'clock, x*y, C++, @user, a|b, sir,--
     | \.{2,}|…|-{2,}                                    # ellipsis and -- are one token
     | \S                                                   # any other non-space character is a token
     """,
