@@ -42,7 +42,7 @@ def raw(tmp_path_factory):
       {'text': ARTICLE, 'url': 'b'},  # exact duplicate of the line before
       {'text': ARTICLE.replace('Tuesday', 'Monday').replace('two hundred', 'three hundred'), 'url': 'c'},
       {'text': OTHER + '\n' + ARTICLE.split('\n')[-1] +  # a line a already has
-               '\nWrite to jane.doe@example.org or call (555) 123-4567 from 192.168.1.20 today, she said.',
+               '\nWrite to jane.doe@example.org or call (555) 123-4567 from 81.2.69.160 today, she said.',
        'url': 'd'},
   ]
   with gzip.open(d / 'planted.jsonl.gz', 'wt') as f:

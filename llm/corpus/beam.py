@@ -114,7 +114,7 @@ class _ReportFn(beam.CombineFn):
 
   def create_accumulator(self):
     from llm.corpus.report import ReportAccumulator  # pylint: disable=import-outside-toplevel
-    return ReportAccumulator(stages=pipeline.STAGES, rules=self.rule_names,
+    return ReportAccumulator(stages=pipeline.stages(self.cfg), rules=self.rule_names,
                              examples_per_rule=self.cfg.examples_per_rule)
 
   def add_input(self, acc, x):

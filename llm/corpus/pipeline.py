@@ -43,7 +43,7 @@ import xxhash
 from llm.corpus import dedup, pii, readers, rules
 from llm.corpus.document import Doc, DocOutcome, FileStats
 
-STAGES = tuple(rules.RULE_ORDER) + ('exact_dedup', 'near_dedup', 'line_dedup_empty')
+DEDUP_STAGES = ('exact_dedup', 'near_dedup', 'line_dedup_empty')
 PIPELINE_VERSION = 1  # bump when a change alters outputs, so caches are not reused
 PREVIEW_CHARS = 300
 
@@ -76,6 +76,12 @@ class PipelineConfig:
   write_outcomes: bool = False  # also write outcomes.jsonl.gz: one decision row per input document
   runner: str = 'local'  # 'local' (processes on this machine) or 'beam' (Apache Beam)
   beam_args: str = '--runner=DirectRunner'  # Beam pipeline options when runner='beam'
+
+
+def stages(cfg: 'PipelineConfig') -> list[str]:
+  """The report's stages, in order: the enabled rules, then the enabled dedup steps."""
+  on = {'exact_dedup': cfg.dedup.exact, 'near_dedup': cfg.dedup.near, 'line_dedup_empty': cfg.dedup.lines}
+  return rules.RuleChain(cfg.rules).names + [s for s in DEDUP_STAGES if on[s]]
 
 
 # ------------------------------------------------------------------ stage 1: per file
@@ -261,7 +267,7 @@ def _run_local(cfg: PipelineConfig, files: Sequence[str], clean_dir: str, cache_
   from llm.corpus.audit import TermCounter  # pylint: disable=import-outside-toplevel
   from llm.corpus.report import ReportAccumulator  # pylint: disable=import-outside-toplevel
 
-  acc = ReportAccumulator(stages=STAGES, rules=rules.RuleChain(cfg.rules).names,
+  acc = ReportAccumulator(stages=stages(cfg), rules=rules.RuleChain(cfg.rules).names,
                           examples_per_rule=cfg.examples_per_rule)
   # Stage 1.
   t = time.time()
