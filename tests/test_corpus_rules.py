@@ -214,7 +214,8 @@ def test_language_id_uses_bundled_model():
   assert not v.keep and v.reason == 'language_fr'
   assert 0 <= v.signals['lang_score'] < 0.65
   strict = rules.LanguageId(rules.LanguageConfig(threshold=0.9999))
-  assert not strict(Analysis('ok then')).keep
+  v = strict(Analysis('The committee met on Tuesday, and then it rained.'))
+  assert not v.keep and v.reason == 'language_low_score' and 0.5 < v.signals['lang_score'] <= 0.9999
 
 
 def test_bad_words_filter(tmp_path):

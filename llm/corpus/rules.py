@@ -101,6 +101,8 @@ class LanguageId:
     signals = {'lang_score': target}
     if target > self.cfg.threshold:
       return Verdict(True, signals=signals)
+    if lang in self.cfg.languages:  # the right language, but not confidently (mixed text, code, lists)
+      return Verdict(False, 'language_low_score', signals)
     return Verdict(False, f'language_{lang or "unknown"}', signals)
 
   def __getstate__(self):  # the fastText model is not picklable; workers reload it
