@@ -1,7 +1,9 @@
 """Corpus pipeline: files -> documents -> tokens -> packed rows -> tf.data batches.
 
 1. Sources are globs of plain text or JSONL (``text`` field) files, optionally gzipped,
-   each with a mixture weight: ``'data/a.txt:0.7,data/b.jsonl.gz:0.3'``.
+   each with a mixture weight: ``'data/a.txt:0.7,data/b.jsonl.gz:0.3'``, or prepared TFDS
+   datasets with their own train/validation splits, such as the corpus pipeline's output:
+   ``'tfds:runs/corpus/tfds/clean_corpus/default/1.0.0'``.
 2. Documents are split into train and validation deterministically: ``split='tail'``
    keeps the last ``val_fraction`` of every document for validation (nanoGPT's split of
    one long text), ``split='document'`` sends whole documents to validation by a hash of

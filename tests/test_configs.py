@@ -19,6 +19,10 @@ ARGS = {
     'shakespeare_char.py': ['', 'smoke=True'],
 }
 CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
+# Configs of the corpus pipeline (llm/corpus), not of train.py.
+PIPELINE_ARGS = {
+    'corpus.py': ['', 'smoke=True', 'bad_words=True'],
+}
 
 
 def load(name, arg=''):
@@ -34,7 +38,25 @@ def test_every_config_file_is_covered():
   files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
   files = [f for f in files if f not in ('common.py', '__init__.py')]
   assert files, 'no config files found'
-  assert files == sorted(ARGS), f'add the documented arguments of {set(files) ^ set(ARGS)} to ARGS'
+  known = sorted({**ARGS, **PIPELINE_ARGS})
+  assert files == known, f'add the documented arguments of {set(files) ^ set(known)} to ARGS'
+
+
+@pytest.mark.parametrize('arg', PIPELINE_ARGS['corpus.py'])
+def test_corpus_config_builds_pipeline_config(arg):
+  from llm.corpus import pipeline
+  cfg = load('corpus.py', arg)
+  cfg.inputs, cfg.output = 'raw/*.jsonl.gz', '/tmp/out'
+  pcfg = pipeline.from_config(cfg)
+  assert pcfg.rules.bad_words.enabled == ('bad_words' in arg)
+  assert pcfg.rules.gopher_repetition.top_ngrams == ((2, 0.2), (3, 0.18), (4, 0.16))
+  assert pcfg.rules.c4.min_words_per_line == 5 and pcfg.rules.c4.min_sentences == 3
+  assert pcfg.dedup.minhash.bands == 14 and pcfg.dedup.minhash.rows == 8
+  assert (pcfg.workers == 1) == ('smoke' in arg)
+  with pytest.raises(ValueError, match='unknown'):
+    pipeline.from_config({**cfg.to_dict(), 'rules': {**cfg.rules.to_dict(), 'gopher': {}}})
+  with pytest.raises(ValueError, match='unknown config argument'):
+    load('corpus.py', 'bogus=1')
 
 
 @pytest.mark.parametrize('name,arg', CASES, ids=[f'{n}:{a}' for n, a in CASES])

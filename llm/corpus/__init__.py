@@ -13,4 +13,5 @@ Modules (one stage each, every rule a small pure function):
   beam       the same pipeline on Apache Beam
   tfds_builder  the TFDS builder train.py reads
   webgen     generator of a realistic web-like benchmark corpus
+  bench      throughput and decision agreement against datatrove (``datatrove_ref`` runs it)
 """

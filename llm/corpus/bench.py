@@ -77,52 +77,70 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--inputs', required=True, help='comma-separated globs of JSONL(.gz) files')
   p.add_argument('--work_dir', required=True)
-  p.add_argument('--skip_datatrove', action='store_true', help='only time our pipeline')
+  p.add_argument('--datatrove', choices=('run', 'reuse', 'skip'), default='run',
+                 help="'reuse': read the result JSON of an earlier `python -m llm.corpus.datatrove_ref` "
+                      'run from --datatrove_json (its work_dir must hold decisions.jsonl)')
+  p.add_argument('--datatrove_json', default='', help="with --datatrove=reuse")
+  p.add_argument('--rule_inputs', default='', help='globs for the per-rule agreement (default: --inputs); '
+                 'every datatrove filter on every document is slow, so a subset is practical')
+  p.add_argument('--ours', choices=('run', 'reuse'), default='run',
+                 help="'reuse': take our timing from work_dir/ours.json of an earlier run")
   p.add_argument('--no_all_rules', action='store_true', help='stop at the first failing rule (no overlap stats)')
   args = p.parse_args(argv)
   os.makedirs(args.work_dir, exist_ok=True)
   result: dict[str, Any] = {'inputs': args.inputs, 'machine': f'{os.cpu_count()} CPUs ({os.uname().machine})'}
 
-  ours = run_ours(args.inputs, args.work_dir, all_rules=not args.no_all_rules)
+  ours_json = os.path.join(args.work_dir, 'ours.json')
+  if args.ours == 'run':
+    ours = run_ours(args.inputs, args.work_dir, all_rules=not args.no_all_rules)
+    with open(ours_json, 'w') as f:
+      json.dump(ours, f, indent=1, default=str)
+  else:
+    with open(ours_json) as f:
+      ours = json.load(f)
   result['ours'] = {k: v for k, v in ours.items() if k != 'outcomes'}
   print(f"ours: {ours['docs_in']} docs in {ours['seconds']:.1f} s = {ours['docs_per_second']:.1f} docs/s/core "
         f"(CPU {ours['cpu_seconds']:.1f} s); kept {ours['docs_out']}", flush=True)
-  if not args.skip_datatrove:
+  if args.datatrove != 'skip':
     files = readers.list_files(args.inputs)
     dt_dir = os.path.join(args.work_dir, 'datatrove')
-    t, c = time.time(), _cpu()
-    dt = datatrove_ref.run_datatrove(files, dt_dir, tasks=1, workers=1)
-    dt_wall, dt_cpu = time.time() - t, _cpu() - c
-    result['datatrove'] = {'docs_in': dt['docs_in'], 'docs_out': dt['docs_out'], 'seconds': dt_wall,
-                           'cpu_seconds': dt_cpu, 'docs_per_second': dt['docs_in'] / dt_wall,
-                           'seconds_per_stage': dt.get('seconds_per_stage')}
-    print(f"datatrove: {dt['docs_in']} docs in {dt_wall:.1f} s = {dt['docs_in'] / dt_wall:.1f} docs/s/core "
-          f"(CPU {dt_cpu:.1f} s); kept {dt['docs_out']}", flush=True)
-    result['speedup'] = result['ours']['docs_per_second'] / result['datatrove']['docs_per_second']
+    if args.datatrove == 'run':
+      dt = datatrove_ref.run_datatrove(files, dt_dir, tasks=1, workers=1)
+    else:
+      with open(args.datatrove_json) as f:
+        dt = json.load(f)
+    result['datatrove'] = {k: dt.get(k) for k in ('docs_in', 'docs_out', 'seconds_total', 'cpu_seconds_total',
+                                                   'docs_per_second', 'docs_per_cpu_second', 'seconds_per_stage')}
+    print(f"datatrove: {dt['docs_in']} docs in {dt['seconds_total']:.1f} s = {dt['docs_per_second']:.1f} docs/s/core "
+          f"(CPU {dt.get('cpu_seconds_total', float('nan')):.1f} s); kept {dt['docs_out']}", flush=True)
+    result['speedup_wall'] = ours['docs_per_second'] / dt['docs_per_second']
+    result['speedup_cpu'] = (ours['docs_in'] / ours['cpu_seconds']) / dt['docs_per_cpu_second']
 
-    # Whole-pipeline decisions.
+    # Whole-pipeline keep/drop. datatrove has no cross-document line dedup, so documents we
+    # drop only because line dedup emptied them count as kept for "the rules both implement".
     with gzip.open(ours['outcomes'], 'rt') as f:
       mine = {o['id']: o for o in map(json.loads, f)}
     with open(dt['decisions_path']) as f:
       theirs = {d['id']: d for d in map(json.loads, f)}
-    same, n = _agreement(mine, theirs, lambda d: d['kept'])
-    result['pipeline_agreement'] = {'same': same, 'docs': n, 'fraction': same / max(n, 1)}
-    stage = lambda d: d['removed_by'] or 'kept'
-    same_stage, _ = _agreement(mine, theirs, stage)
-    result['pipeline_agreement']['same_first_stage'] = same_stage / max(n, 1)
+    kept = lambda d: d['kept'] or d.get('removed_by') == 'line_dedup_empty'
+    same, n = _agreement(mine, theirs, kept)
+    same_all, _ = _agreement(mine, theirs, lambda d: d['kept'])
+    result['pipeline_agreement'] = {'same': same, 'docs': n, 'fraction': same / max(n, 1),
+                                    'fraction_counting_line_dedup': same_all / max(n, 1)}
 
-    # Per rule, every rule on every document.
-    rd_path = datatrove_ref.rule_decisions(files, dt_dir)
+    rule_inputs = args.rule_inputs or args.inputs
+    rd_path = datatrove_ref.rule_decisions(readers.list_files(rule_inputs), os.path.join(args.work_dir, 'datatrove_rules'))
     with open(rd_path) as f:
       their_rules = {d['id']: d for d in map(json.loads, f)}
-    my_rules = our_rule_decisions(args.inputs)
-    result['rule_agreement'] = {}
+    my_rules = our_rule_decisions(rule_inputs)
+    result['rule_agreement'] = {'inputs': rule_inputs}
     for name in RULES + ('fineweb_on_c4_text',):
       s, m = _agreement(my_rules, their_rules, lambda d, k=name: d.get(k))
       result['rule_agreement'][name] = {'same': s, 'docs': m, 'fraction': s / max(m, 1)}
       print(f'  {name:20s} agreement {s}/{m} = {100 * s / max(m, 1):.2f}%')
-    print(f"pipeline keep/drop agreement {100 * result['pipeline_agreement']['fraction']:.2f}%; "
-          f"speedup {result['speedup']:.2f}x", flush=True)
+    print(f"pipeline keep/drop agreement {100 * result['pipeline_agreement']['fraction']:.2f}% "
+          f"({100 * result['pipeline_agreement']['fraction_counting_line_dedup']:.2f}% counting line dedup); "
+          f"speedup {result['speedup_wall']:.2f}x wall, {result['speedup_cpu']:.2f}x CPU", flush=True)
   with open(os.path.join(args.work_dir, 'bench.json'), 'w') as f:
     json.dump(result, f, indent=1, default=str)
   return result
