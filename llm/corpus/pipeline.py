@@ -172,8 +172,8 @@ def finalize(item: Item, owners: dict[int, str] | None, cfg: PipelineConfig, ter
 
 def _atomic_write_jsonl_gz(path: str, rows: Iterable[dict]) -> None:
   tmp = f'{path}.tmp-{os.getpid()}'
-  # mtime=0: identical content gives identical bytes (runs and runners are comparable).
-  with open(tmp, 'wb') as raw, gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as f:
+  # No name, mtime=0: identical content gives identical bytes (runs and runners are comparable).
+  with open(tmp, 'wb') as raw, gzip.GzipFile(filename='', fileobj=raw, mode='wb', mtime=0) as f:
     for r in rows:
       f.write(json.dumps(r, ensure_ascii=False).encode('utf-8', 'surrogatepass') + b'\n')
   os.replace(tmp, path)
