@@ -133,7 +133,11 @@ def test_planted_duplicates_pii_and_bad_input(local_run, raw):
 def test_beam_runner_gives_identical_output(local_run, raw, tmp_path):
   local_out, local_summary = local_run
   beam_out = tmp_path / 'beam'
-  beam_summary = pipeline.run(make_cfg(raw, beam_out, runner='beam'), log=lambda *_: None)
+  # Worker processes, as on a real runner: files written by another process must still be
+  # byte-identical.
+  beam_summary = pipeline.run(make_cfg(raw, beam_out, runner='beam', beam_args=(
+      '--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing')),
+                              log=lambda *_: None)
   assert read_shards(local_out) == read_shards(beam_out)
   for name in read_shards(local_out):
     assert (local_out / 'clean' / name).read_bytes() == (beam_out / 'clean' / name).read_bytes()
