@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from llm.corpus.text import Analysis
+from llm.corpus.text import ABBREVIATIONS, Analysis
 
 # Tokens made only of these characters are "symbols", not words (Gopher counts words
 # with at least one non-symbol character). ASCII punctuation, common typographic and CJK
@@ -323,9 +323,11 @@ class C4Config:
 _CITATION_RE = re.compile(r'\[\d*\]|\[edit\]|\[citation needed\]')
 # Sentence ends, as spaCy's sentencizer finds them: a run of . ! ? (and closing quotes or
 # brackets) followed by a space and more text. Single tokens with dots (U.S., 3.14, Mr.)
-# are excluded by requiring the run to follow a word of 2+ lower-case letters, a digit or
-# a closing character. CJK full stops end a sentence without a following space.
-_SENTENCE_END_RE = re.compile(r'(?:(?<=[a-z]{2})|(?<=[0-9)\]"\'’”]))[.!?]+["\'’”)\]]*\s+(?=\S)|[。！？]+(?=\S)')
+# are excluded by requiring the run to follow two letters (in any script) that are not a
+# title abbreviation, a digit or a closing character. CJK full stops need no space after.
+_SENTENCE_END_RE = re.compile(
+    r'(?:(?<=[^\W\d_]{2})' + ''.join(f'(?<!\\b{a})' for a in sorted(ABBREVIATIONS)) +
+    r'|(?<=[0-9)\]"\'’”]))[.!?]+["\'’”)\]]*\s+(?=\S)|[。！？]+(?=\S)')
 
 
 def count_sentences(line: str) -> int:

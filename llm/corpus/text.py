@@ -39,7 +39,8 @@ _WORD_RE = re.compile(
 )
 
 
-_ABBREVIATIONS = frozenset('Mr Mrs Ms Dr Prof Sr Jr St Mt vs etc Inc Ltd Co Corp Jan Feb Mar Apr Jun Jul '
+# Abbreviations spaCy keeps whole with their dot (so their dot ends no sentence).
+ABBREVIATIONS = frozenset('Mr Mrs Ms Dr Prof Sr Jr St Mt vs etc Inc Ltd Co Corp Jan Feb Mar Apr Jun Jul '
                            'Aug Sep Sept Oct Nov Dec'.split())
 _TRAILING = frozenset('.,;:!?)"]')
 
@@ -57,7 +58,7 @@ def words(text: str) -> list[str]:
     if chunk.isalnum() and chunk[1:] != 'annot':  # 'cannot' is 'can', 'not'
       append(chunk)
     elif (chunk[-1] in _TRAILING and chunk[:-1].isalnum() and chunk[1:-1] != 'annot' and
-          not (chunk[-1] == '.' and chunk[:-1] in _ABBREVIATIONS)):
+          not (chunk[-1] == '.' and chunk[:-1] in ABBREVIATIONS)):
       append(chunk[:-1])
       append(chunk[-1])
     else:
