@@ -230,3 +230,17 @@ def test_benchmark_command_times_our_pipeline_and_scores_rules(raw, tmp_path):
   for i, o in outcomes.items():
     if o['removed_by'] in ('language', 'gopher_repetition', 'gopher_quality'):
       assert decisions[i][o['removed_by']] is False
+
+
+def test_editing_a_word_list_invalidates_the_caches(raw, tmp_path):
+  import shutil
+  from llm.corpus.audit import DEFAULT_LISTS_DIR
+  lists = tmp_path / 'terms'
+  shutil.copytree(DEFAULT_LISTS_DIR, lists)
+  cfg = dataclasses.replace(make_cfg(raw, tmp_path / 'out'), identity_terms_dir=str(lists))
+  before = pipeline.run_fingerprint(sorted(glob.glob(f'{raw}/*.jsonl.gz')), cfg)
+  key = pipeline._file_key(str(raw / 'planted.jsonl.gz'), cfg)
+  with open(lists / 'religion.txt', 'a') as f:
+    f.write('\nzoroastrians\n')
+  assert pipeline.run_fingerprint(sorted(glob.glob(f'{raw}/*.jsonl.gz')), cfg) != before
+  assert pipeline._file_key(str(raw / 'planted.jsonl.gz'), cfg) != key

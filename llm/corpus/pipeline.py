@@ -28,6 +28,8 @@ complete.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import glob
 import gzip
 import hashlib
 import json
@@ -44,7 +46,7 @@ from llm.corpus import dedup, pii, readers, rules
 from llm.corpus.document import Doc, DocOutcome, FileStats
 
 DEDUP_STAGES = ('exact_dedup', 'near_dedup', 'line_dedup_empty')
-PIPELINE_VERSION = 1  # bump when a change alters outputs, so caches are not reused
+PIPELINE_VERSION = 1  # part of every cache key, with the code and data hashes below
 PREVIEW_CHARS = 300
 
 
@@ -203,17 +205,47 @@ def config_dict(cfg: Any) -> Any:
   return json.loads(json.dumps(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg, default=str))
 
 
+@functools.lru_cache(maxsize=64)
+def _hash_files(stamped: tuple[tuple[str, int, int], ...]) -> str:
+  """Content hash of files given as (path, size, mtime_ns): cached while none changes."""
+  h = hashlib.sha256()
+  for p, _, _ in stamped:
+    h.update(p.encode() + b'\0')
+    with open(p, 'rb') as f:
+      h.update(f.read())
+  return h.hexdigest()[:16]
+
+
+def code_and_data_hash(cfg: PipelineConfig) -> str:
+  """Hash of what decides the output besides the config: the pipeline's own source files,
+  the identity-term lists and the bad-words list. Editing a rule or a word list therefore
+  invalidates the caches instead of silently reusing results of the old code."""
+  from llm.corpus.audit import DEFAULT_LISTS_DIR  # pylint: disable=import-outside-toplevel
+  here = os.path.dirname(os.path.abspath(__file__))
+  files = sorted(glob.glob(os.path.join(here, '*.py')))
+  files += sorted(glob.glob(os.path.join(cfg.identity_terms_dir or DEFAULT_LISTS_DIR, '*.txt')))
+  if cfg.rules.bad_words.enabled:
+    files.append(cfg.rules.bad_words.words_file or rules.default_badwords_file())
+  stamped = []
+  for f in files:
+    if os.path.isfile(f):
+      st = os.stat(f)
+      stamped.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
+  return _hash_files(tuple(stamped))
+
+
 def _file_key(path: str, cfg: PipelineConfig) -> str:
   st = os.stat(path)
   cfg_part = {k: config_dict(getattr(cfg, k)) for k in ('reader', 'rules', 'dedup', 'identity_terms_dir', 'all_rules')}
-  blob = json.dumps([PIPELINE_VERSION, os.path.abspath(path), st.st_size, st.st_mtime_ns, cfg_part], sort_keys=True)
+  blob = json.dumps([PIPELINE_VERSION, code_and_data_hash(cfg), os.path.abspath(path), st.st_size,
+                     st.st_mtime_ns, cfg_part], sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def run_fingerprint(files: Sequence[str], cfg: PipelineConfig) -> str:
   d = config_dict(cfg)
   d.pop('output'), d.pop('workers'), d.pop('inputs')
-  parts = [PIPELINE_VERSION, d]
+  parts = [PIPELINE_VERSION, code_and_data_hash(cfg), d]
   for p in files:
     st = os.stat(p)
     parts.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
