@@ -445,7 +445,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import app  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   _CONFIG = config_flags.DEFINE_config_file('config', 'configs/corpus.py', 'corpus pipeline config',
                                             lock_config=True)

@@ -453,7 +453,7 @@ class BadWords:
 
   def __call__(self, a: Analysis) -> Verdict:
     m = self._re.search(a.text.lower())
-    return Verdict(False, f'bad_word') if m else KEEP
+    return Verdict(False, 'bad_word') if m else KEEP
 
 
 # ---------------------------------------------------------------------- the chain
