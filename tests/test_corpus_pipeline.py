@@ -91,13 +91,15 @@ def test_counts_add_up_and_outputs_are_sorted_shards(local_run):
   out, summary = local_run
   t = summary['totals']
   assert t['counts_add_up']
-  removed = sum(s['docs_removed'] for s in summary['funnel']) if 'funnel' in summary else None
+  removed = sum(s['docs_removed'] for s in summary['funnel'])
   outcomes = read_outcomes(out)
   assert t['docs_in'] == len(outcomes)
   kept = [o for o in outcomes.values() if o['kept']]
   assert t['docs_out'] == len(kept)
-  if removed is not None:
-    assert t['docs_in'] == t['docs_out'] + removed
+  assert t['docs_in'] == t['docs_out'] + removed
+  # Only enabled stages are listed: the bad-words filter is off by default.
+  assert [s['stage'] for s in summary['funnel']] == pipeline.stages(make_cfg('x', 'y'))
+  assert 'bad_words' not in pipeline.stages(make_cfg('x', 'y'))
   shards = read_shards(out)
   ids = [r['id'] for rows in shards.values() for r in rows]
   assert sorted(ids) == sorted(o['id'] for o in kept)
@@ -126,8 +128,9 @@ def test_planted_duplicates_pii_and_bad_input(local_run, raw):
   assert not re.search(r'[\w.]+@[\w-]+\.(org|com|net)\b', all_text)
   # Broken files are counted per file, not fatal.
   report = json.load(open(os.path.join(out, 'report', 'report.json')))
-  blob = json.dumps(report['files'] if 'files' in report else report)
-  assert 'truncated.jsonl.gz' in blob and 'empty.jsonl' in blob and 'planted.jsonl.gz' in blob
+  problems = {os.path.basename(p['path']): p for p in report['files']['problems']}
+  assert problems['truncated.jsonl.gz']['truncated'] and problems['empty.jsonl']['empty_file']
+  assert problems['planted.jsonl.gz']['bad_json'] == 1 and problems['planted.jsonl.gz']['missing_text'] == 1
 
 
 def test_beam_runner_gives_identical_output(local_run, raw, tmp_path):
@@ -244,3 +247,25 @@ def test_editing_a_word_list_invalidates_the_caches(raw, tmp_path):
     f.write('\nzoroastrians\n')
   assert pipeline.run_fingerprint(sorted(glob.glob(f'{raw}/*.jsonl.gz')), cfg) != before
   assert pipeline._file_key(str(raw / 'planted.jsonl.gz'), cfg) != key
+
+
+def test_tfds_dataset_is_reused_for_the_same_run_and_rebuilt_for_another(tmp_path):
+  from llm.corpus import tfds_builder
+  clean = tmp_path / 'clean'
+  clean.mkdir()
+  for split, n in (('train', 3), ('validation', 1)):
+    with gzip.open(clean / f'{split}-00000-of-00001.jsonl.gz', 'wt') as f:
+      for i in range(n):
+        f.write(json.dumps({'id': f'00000/{i:09d}', 'text': f'{split} text {i}', 'url': ''}) + '\n')
+  root = str(tmp_path / 'tfds')
+  path = tfds_builder.prepare(str(clean), root, 'web', '1.0.0', description='fingerprint A')
+  info = os.path.join(path, 'dataset_info.json')
+  stamp = os.stat(info).st_mtime_ns
+  assert tfds_builder.prepare(str(clean), root, 'web', '1.0.0', description='fingerprint A') == path
+  assert os.stat(info).st_mtime_ns == stamp  # same run: not rebuilt
+  tfds_builder.prepare(str(clean), root, 'web', '1.0.0', description='fingerprint B')
+  assert json.load(open(info))['configDescription'] == 'fingerprint B'
+  assert not [d for d in os.listdir(root) if d.startswith('.tmp')]  # temporary build dirs cleaned up
+  from llm.data import read_tfds
+  train, val = read_tfds(path)
+  assert train == ['train text 0', 'train text 1', 'train text 2'] and val == ['validation text 0']

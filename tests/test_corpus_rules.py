@@ -40,6 +40,9 @@ def prose(n_sentences: int = 4) -> str:
     ('The U.S. and e.g. Mr. Smith...', ['The', 'U.S.', 'and', 'e.g.', 'Mr.', 'Smith', '...']),
     ('mail jane.doe@example.org or https://example.com/a?b=1.', ['mail', 'jane.doe@example.org', 'or', 'https://example.com/a?b=1', '.']),
     ("I'm sure they'd know o'clock", ['I', "'m", 'sure', 'they', "'d", 'know', "o'clock"]),
+    # spaCy keeps these whole: glued dashes, pipes, country codes.
+    ('sir,-- Home|About call +44 now--', ['sir,--', 'Home|About', 'call', '+44', 'now--']),
+    ('hello--world', ['hello', '--', 'world']),
 ])
 def test_tokenizer_matches_spacy_conventions(text, expected):
   assert words(text) == expected
@@ -180,6 +183,9 @@ def test_count_sentences_ignores_abbreviations_and_numbers():
   assert rules.count_sentences('The U.S. Army paid 3.14 dollars to Mr. Smith today.') == 1
   assert rules.count_sentences('One is here. Two is here! Three is here?') == 3
   assert rules.count_sentences('') == 0
+  assert rules.count_sentences('© Hooli Inc. 2017. All Rights Reserved.') == 2  # 'Inc.' ends none
+  assert rules.count_sentences('Маленький мальчик гуляет. Наша команда учится.') == 2  # any script
+  assert rules.count_sentences('今天天气很好。我们去公园。好的') == 3  # CJK stops need no space
 
 
 # ----------------------------------------------------------------------------- FineWeb

@@ -52,18 +52,12 @@ class _ProcessFile(beam.DoFn):
     yield from items
 
 
-def _mark(item: pipeline.Item, stage: str, reason: str) -> DocOutcome:
-  o = item.outcome
-  o.kept, o.removed_by, o.reason = False, stage, reason
-  return o
-
-
 def _exact_groups(kv) -> Iterator:
   _, group = kv
   group = sorted(group, key=lambda it: it.outcome.id)
   yield group[0]
   for it in group[1:]:
-    yield beam.pvalue.TaggedOutput('dropped', _mark(it, 'exact_dedup', 'exact_duplicate'))
+    yield beam.pvalue.TaggedOutput('dropped', pipeline.drop(it, 'exact_dedup', 'exact_duplicate'))
 
 
 def _near_drops(edges: list) -> set[str]:
@@ -73,7 +67,7 @@ def _near_drops(edges: list) -> set[str]:
 
 def _split_near(item: pipeline.Item, drops: set[str]):
   if item.outcome.id in drops:
-    yield beam.pvalue.TaggedOutput('dropped', _mark(item, 'near_dedup', 'minhash_cluster'))
+    yield beam.pvalue.TaggedOutput('dropped', pipeline.drop(item, 'near_dedup', 'minhash_cluster'))
   else:
     yield item
 

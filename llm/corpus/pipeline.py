@@ -142,6 +142,20 @@ def _count_words(text: str) -> int:
 # ---------------------------------------------------------- stage 2-3: global + per doc
 
 
+def drop(item: Item, stage: str, reason: str) -> DocOutcome:
+  """Marks a surviving document as removed by a global stage; returns its outcome."""
+  o = item.outcome
+  o.kept, o.removed_by, o.reason = False, stage, reason
+  return o
+
+
+def _survivors(items: list[Item], drops: set[str], stage: str, reason: str) -> list[Item]:
+  for it in items:
+    if it.outcome.id in drops:
+      drop(it, stage, reason)
+  return [it for it in items if it.outcome.kept]
+
+
 def is_validation(text: str, val_fraction: float) -> bool:
   """Train/validation by a hash of the final text (stable across runs and runners)."""
   return xxhash.xxh64_intdigest(text.encode('utf-8', 'surrogatepass'), seed=17) % 1_000_000 < val_fraction * 1_000_000
@@ -316,17 +330,11 @@ def _run_local(cfg: PipelineConfig, files: Sequence[str], clean_dir: str, cache_
   # Stage 2: exact, then near duplicates, then repeated lines.
   t = time.time()
   if cfg.dedup.exact:
-    drops = dedup.exact_duplicates((it.outcome.id, it.exact) for it in items)
-    for it in items:
-      if it.outcome.id in drops:
-        it.outcome.kept, it.outcome.removed_by, it.outcome.reason = False, 'exact_dedup', 'exact_duplicate'
-    items = [it for it in items if it.outcome.kept]
+    items = _survivors(items, dedup.exact_duplicates((it.outcome.id, it.exact) for it in items),
+                       'exact_dedup', 'exact_duplicate')
   if cfg.dedup.near:
-    drops = dedup.near_duplicates((it.outcome.id, it.bands) for it in items)
-    for it in items:
-      if it.outcome.id in drops:
-        it.outcome.kept, it.outcome.removed_by, it.outcome.reason = False, 'near_dedup', 'minhash_cluster'
-    items = [it for it in items if it.outcome.kept]
+    items = _survivors(items, dedup.near_duplicates((it.outcome.id, it.bands) for it in items),
+                       'near_dedup', 'minhash_cluster')
   owners = dedup.first_owners((it.outcome.id, it.lines) for it in items) if cfg.dedup.lines else None
   timing['dedup_s'] = time.time() - t
 
