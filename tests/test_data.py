@@ -121,6 +121,8 @@ def test_split_errors():
 def test_parse_sources():
   assert data.parse_sources('a/*.txt:2,b.jsonl') == [('a/*.txt', 2.0), ('b.jsonl', 1.0)]
   assert data.parse_sources('c:/x/y.txt') == [('c:/x/y.txt', 1.0)]
+  # 'tfds:' is a scheme, not a weight; a weight may still follow the folder.
+  assert data.parse_sources('tfds:runs/c/1.0.0,tfds:/d/1.0.0:3') == [('tfds:runs/c/1.0.0', 1.0), ('tfds:/d/1.0.0', 3.0)]
   with pytest.raises(data.DataError, match='positive'):
     data.parse_sources('a.txt:0')
   with pytest.raises(data.DataError, match='empty'):
