@@ -170,8 +170,17 @@ def test_c4_page_rules():
   assert c4(body).keep
   assert c4(body + '\nLorem ipsum dolor sit amet, consectetur.').reason == 'lorem_ipsum'
   assert c4(body + '\nfunction f() { return the value of it. }.').reason == 'curly_bracket'
-  assert c4(body + '\n' + 'x' * 1001 + ' is a very long word.').reason == 'too_long_word'
-  assert c4(body + '\n' + 'x' * 1000 + ' is a long word but allowed.').keep
+  # A word over 1,000 characters drops its line, as in TFDS's clean_page, not the page.
+  long_line = 'x' * 1001 + ' is a very long word in the middle of a line.'
+  v = c4(body + '\n' + long_line)
+  assert v.keep and v.text == body and v.edits['c4_lines'] == len(long_line)
+  v = c4(long_line + '\n' + body)
+  assert v.keep and v.text == body
+  assert c4(long_line + '\nThe first sentence of the article is here.').reason == 'too_few_sentences'
+  allowed = 'x' * 1000 + ' is a long word but allowed.'
+  assert c4(body + '\n' + allowed).keep and c4(body + '\n' + allowed).text is None  # unchanged
+  v = c4(body + '\n' + long_line, max_word_length=-1)
+  assert v.keep and v.text is None
   two = 'The first sentence of the article is here.\nThe second sentence of it is here.'
   assert c4(two).reason == 'too_few_sentences'
   # Two lines but three sentences: kept.

@@ -310,7 +310,7 @@ class C4Config:
   filter_no_terminal_punct: bool = True
   min_words_per_line: int = 5  # whitespace-separated words
   min_sentences: int = 3  # per page, after line filtering (-1: off)
-  max_word_length: int = 1000  # a longer word drops the page (-1: off)
+  max_word_length: int = 1000  # a line holding a longer word is dropped (-1: off)
   remove_citations: bool = True  # strip [1], [edit], [citation needed]
   filter_lorem_ipsum: bool = True  # 'lorem ipsum' drops the page
   filter_javascript: bool = True  # lines mentioning javascript are dropped
@@ -338,8 +338,9 @@ def count_sentences(line: str) -> int:
 def c4(a: Analysis, cfg: C4Config) -> Verdict:
   """C4's page cleaning (TFDS ``c4_utils.clean_page``): drops lines, may drop the page.
 
-  Line rules remove lines; page rules (lorem ipsum, '{', too long word, too few sentences)
-  drop the whole document. The kept lines, stripped, joined by '\\n' are the new text.
+  Line rules (no end mark, too few words, a word over ``max_word_length``, javascript,
+  policy boilerplate) remove lines; page rules (lorem ipsum, '{', too few sentences) drop
+  the whole document. The kept lines, stripped, joined by '\\n' are the new text.
   """
   kept: list[str] = []
   removed = {'c4_lines': 0, 'c4_citations': 0}
@@ -350,7 +351,8 @@ def c4(a: Analysis, cfg: C4Config) -> Verdict:
     parts = line.split()
     if cfg.max_word_length > 0 and len(line) > cfg.max_word_length and \
         any(len(w) > cfg.max_word_length for w in parts):
-      return Verdict(False, 'too_long_word')
+      removed['c4_lines'] += len(line)  # TFDS drops the line, not the page (a URL, base64, a table)
+      continue
     if cfg.remove_citations and '[' in line:
       stripped = _CITATION_RE.sub('', line)
       removed['c4_citations'] += len(line) - len(stripped)
