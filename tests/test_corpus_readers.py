@@ -275,7 +275,7 @@ def test_formats_and_config_errors(tmp_path):
   assert [readers.detect_format(p) for p in ['a.txt', 'A.TXT.GZ', 'x.jsonl', 'x.ndjson.gz', 'x.json', 'x.warc.wet.gz',
                                              'x.wet', 'x.warc.gz', 'x.warc']] == [
                                                  'text', 'text', 'jsonl', 'jsonl', 'jsonl', 'wet', 'wet', 'warc', 'warc']
-  with pytest.raises(CorpusInputError, match=r"ReaderConfig\(format=") as e:
+  with pytest.raises(CorpusInputError, match=r"--config\.reader\.format=") as e:
     readers.detect_format('data/x.csv')
   assert "'data/x.csv'" in str(e.value)
   p = write(tmp_path / 'x.csv', b'{"text": "hi"}\n')
@@ -284,9 +284,34 @@ def test_formats_and_config_errors(tmp_path):
   assert [d.text for d in read(p, ReaderConfig(format='jsonl'))[0]] == ['hi']
   with pytest.raises(CorpusInputError, match='cannot read input file'):
     readers.read_file(str(tmp_path / 'gone.txt'), 0, ReaderConfig(), FileStats('gone'))  # raises at the call
-  for bad in [dict(doc_separator='para'), dict(extractor='bs4'), dict(format='csv'), dict(max_doc_chars=0)]:
-    with pytest.raises(CorpusInputError):
+  for bad in [dict(doc_separator='para'), dict(extractor='bs4'), dict(format='csv'), dict(max_doc_chars=0),
+              dict(text_field='')]:
+    # Hints name the flag a user types, not a dataclass field.
+    with pytest.raises(CorpusInputError, match=f'--config.reader.{next(iter(bad))}') as e:
       ReaderConfig(**bad)
+    assert 'ReaderConfig' not in str(e.value)
+
+
+def test_missing_text_field_hint_names_the_flag(tmp_path):
+  p = write(tmp_path / 'a.jsonl', b'{"content": "hi there"}\n')
+  docs, stats = read(p)
+  assert not docs and stats.missing_text == 1
+  assert '--config.reader.text_field=' in stats.errors[0] and 'ReaderConfig' not in stats.errors[0]
+
+
+@pytest.mark.parametrize('name,data', [
+    ('random.warc.gz', bytes(range(7, 256)) * 40),  # not gzip at all, despite the name
+    ('random-gz.warc.gz', gzip.compress(bytes(range(256)) * 40)),  # gzip of random-looking bytes
+    ('text.warc', b'hello world\nthis is text\n'),
+    ('crawl.warc.wet.gz', gzip.compress(b'<html><body>a web page</body></html>\n')),
+])
+def test_a_file_that_is_not_warc_says_so(tmp_path, name, data):
+  p = write(tmp_path / name, data)
+  docs, stats = read(p)
+  assert docs == [] and stats.wrong_format and not stats.truncated
+  kind = 'WET' if '.wet' in name else 'WARC'
+  assert stats.errors == [stats.errors[0]] and stats.errors[0].startswith(f'not a {kind} file')
+  assert 'Content-Length' not in stats.errors[0]
 
 
 # ----------------------------------------------------------------------------- WARC / WET
@@ -395,7 +420,7 @@ def test_warc_garbage_is_counted_not_raised(tmp_path):
                      ReaderConfig(extractor='resiliparse'))
   assert len(docs) == 1 and stats.truncated and 'reading of this file stops here' in stats.errors[-1]
   docs, stats = read(write(tmp_path / 'n.warc', b'hello world\nnot a warc\n'), ReaderConfig(extractor='resiliparse'))
-  assert docs == [] and stats.truncated
+  assert docs == [] and stats.wrong_format and stats.errors[0].startswith('not a WARC file')
 
 
 def test_too_large_html_text(tmp_path):

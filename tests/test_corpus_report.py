@@ -100,7 +100,8 @@ def test_trie_regex_matches_flat_alternation():
 
 
 def test_missing_category(tmp_path):
-  with pytest.raises(FileNotFoundError):
+  from llm.corpus.document import CorpusInputError
+  with pytest.raises(CorpusInputError, match='religion'):
     TermCounter(_lists(tmp_path, gender='man\n'), categories=['gender', 'religion'])
 
 

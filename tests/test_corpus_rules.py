@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from llm.corpus import rules
+from llm.corpus.document import CorpusInputError
 from llm.corpus.text import Analysis, words
 
 SENTENCES = [
@@ -240,7 +241,7 @@ def test_bad_words_filter(tmp_path):
   assert not bw(Analysis('This has a BadWord in it.')).keep
   assert not bw(Analysis('Here are two words together.')).keep
   assert bw(Analysis('A badwordy token is not the word.')).keep
-  with pytest.raises(FileNotFoundError, match='words_file'):
+  with pytest.raises(CorpusInputError, match='--config.rules.bad_words.words_file'):
     rules.BadWords(rules.BadWordsConfig(enabled=True, words_file=str(tmp_path / 'missing.txt')))
 
 

@@ -24,6 +24,8 @@ import os
 import re
 from typing import Sequence
 
+from llm.corpus.document import CorpusInputError
+
 # The categories shipped in data/identity_terms/, in report order.
 DEFAULT_CATEGORIES = ('gender', 'religion', 'nationality', 'ethnicity', 'sexual_orientation')
 DEFAULT_LISTS_DIR = os.path.join(
@@ -101,14 +103,16 @@ class TermCounter:
       categories = ([c for c in DEFAULT_CATEGORIES if c in found]
                     + [c for c in found if c not in DEFAULT_CATEGORIES])
       if not categories:
-        raise FileNotFoundError(f'no <category>.txt word lists in {self.lists_dir!r}')
+        raise CorpusInputError(f'no <category>.txt word lists in {self.lists_dir!r}; pass '
+                               '--config.identity_terms_dir=<a folder of such lists> or leave it empty for '
+                               'the shipped data/identity_terms')
     self.categories = tuple(categories)
     self.terms: dict[str, list[str]] = {}  # category -> terms as written
     keys_of: dict[str, list[str]] = {}  # matching form -> its 'category:term' keys
     for cat in self.categories:
       path = os.path.join(self.lists_dir, f'{cat}.txt')
       if not os.path.exists(path):
-        raise FileNotFoundError(f'identity-term category {cat!r}: no word list at {path!r}')
+        raise CorpusInputError(f'identity-term category {cat!r}: no word list at {path!r}')
       self.terms[cat] = load_terms(path)
       for term in self.terms[cat]:
         keys = keys_of.setdefault(normalize_term(term), [])

@@ -6,6 +6,13 @@ import dataclasses
 from typing import Any
 
 
+class CorpusInputError(ValueError):
+  """A mistake in what the user asked for (inputs, output, config); the run stops before any
+  work and the message says how to fix it, in the flags the user types
+  (``--config.reader.text_field=...``). ``python -m llm.corpus.pipeline`` prints it as one
+  line, without a traceback."""
+
+
 @dataclasses.dataclass
 class Doc:
   """One document.
@@ -52,6 +59,7 @@ class FileStats:
   truncated: bool = False  # gzip stream or WARC record cut short (what came before is kept)
   non_html: int = 0  # WARC responses that are not HTML (skipped)
   extract_failed: int = 0  # HTML records the extractor could not turn into text (skipped)
+  wrong_format: bool = False  # not in the format its name says (e.g. a .warc.gz that is no WARC): nothing read
   errors: list[str] = dataclasses.field(default_factory=list)  # first few messages, for the report
 
   MAX_MESSAGES = 5

@@ -46,7 +46,7 @@ import re
 import zlib
 from typing import Callable, Iterator, Sequence
 
-from llm.corpus.document import Doc, FileStats, make_id
+from llm.corpus.document import CorpusInputError, Doc, FileStats, make_id
 
 FORMATS = ('text', 'jsonl', 'wet', 'warc')
 DOC_SEPARATORS = ('file', 'blank_line', 'line')
@@ -69,10 +69,6 @@ _SNIFF_BYTES = 2048  # start of an HTTP body searched for '<html' when there is 
 _BOM = b'\xef\xbb\xbf'
 
 
-class CorpusInputError(ValueError):
-  """A mistake in what the user asked to read; the run must stop and the message says how to fix it."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ReaderConfig:
   """How input files are turned into documents."""
@@ -85,15 +81,15 @@ class ReaderConfig:
   def __post_init__(self):
     # Checked here so that a typo stops the run before any file is opened.
     if self.doc_separator not in DOC_SEPARATORS:
-      raise CorpusInputError(f'ReaderConfig.doc_separator={self.doc_separator!r} is not one of {DOC_SEPARATORS}')
+      raise CorpusInputError(f'--config.reader.doc_separator={self.doc_separator!r} is not one of {DOC_SEPARATORS}')
     if self.extractor not in EXTRACTORS:
-      raise CorpusInputError(f'ReaderConfig.extractor={self.extractor!r} is not one of {EXTRACTORS}')
+      raise CorpusInputError(f'--config.reader.extractor={self.extractor!r} is not one of {EXTRACTORS}')
     if self.format != 'auto' and self.format not in FORMATS:
-      raise CorpusInputError(f"ReaderConfig.format={self.format!r} is not 'auto' or one of {FORMATS}")
+      raise CorpusInputError(f"--config.reader.format={self.format!r} is not 'auto' or one of {FORMATS}")
     if self.max_doc_chars <= 0:
-      raise CorpusInputError(f'ReaderConfig.max_doc_chars must be positive, got {self.max_doc_chars}')
+      raise CorpusInputError(f'--config.reader.max_doc_chars must be positive, got {self.max_doc_chars}')
     if not self.text_field:
-      raise CorpusInputError('ReaderConfig.text_field must name the JSONL field that holds the text')
+      raise CorpusInputError('--config.reader.text_field is empty; set it to the JSONL field that holds the text')
 
 
 # ----------------------------------------------------------------------------- files
@@ -146,7 +142,8 @@ def detect_format(path: str) -> str:
   known = ', '.join(sorted({e for e, _ in _EXTENSIONS}))
   raise CorpusInputError(
       f'cannot tell the format of {path!r} from its extension (known: {known}, each optionally .gz); '
-      f'set ReaderConfig(format=...) to one of {FORMATS} to read it anyway')
+      f'to read it anyway, pass --config.reader.format= one of {", ".join(FORMATS)} (every input is then read '
+      'in that format)')
 
 
 def read_file(path: str, file_index: int, cfg: ReaderConfig, stats: FileStats) -> Iterator[Doc]:
@@ -318,6 +315,16 @@ class _Input:
 
   def tell(self) -> int:
     return self._delivered
+
+  def peek(self, size: int) -> bytes:
+    """Up to ``size`` next bytes without consuming them (fewer only at the end of the input)."""
+    while len(self._buf) - self._pos < size:
+      rest = self._buf[self._pos:]
+      if not self._fill():
+        self._set(rest)
+        break
+      self._buf, self._pos = rest + self._buf, 0
+    return self._buf[self._pos:self._pos + size]
 
   def skip_bom(self) -> None:
     """Drops a UTF-8 byte order mark at the very start (it would break JSON parsing)."""
@@ -543,7 +550,7 @@ def _read_jsonl(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileS
       stats.missing_text += 1
       have = ', '.join(sorted(record)[:10]) or 'none'
       notes('missing_text', f'line {index}: no string field {field!r} (fields: {have}); '
-            'if the text is in another field, set ReaderConfig.text_field (skipped)')
+            'if the text is in another field, pass --config.reader.text_field=<that field> (skipped)')
       continue
     doc = _emit(text, err, index, file_index, source.path, record, cfg, stats, notes, 'line')
     if doc:
@@ -605,6 +612,15 @@ def _read_warc(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
   notes = _Notes(stats)
   text_cap = 4 * cfg.max_doc_chars  # see _read_text
   html_cap = max(_MIN_HTML_CAP, text_cap)
+  # A file that does not start with a WARC record header is not a WARC file at all (a
+  # mislabelled or corrupt download): say so, rather than what warcio trips over first.
+  head = source.peek(64).lstrip(b'\r\n')
+  if head and not head.startswith(b'WARC/'):
+    stats.wrong_format = True
+    notes('wrong_format', f'not a {"WET" if wet else "WARC"} file: it starts with {head[:24]!r} instead of a '
+          f'"WARC/1.x" record header; nothing was read from it (if it holds another format, rename it or '
+          'pass --config.reader.format=...)')
+    return
   extract = None if wet else _extractor(cfg.extractor)
   wanted = 'conversion' if wet else 'response'
   records = iter(ArchiveIterator(source))

