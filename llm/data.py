@@ -125,11 +125,13 @@ def read_documents(path: str, cfg: DataConfig) -> list[str]:
   return docs
 
 
-def read_tfds(path: str, root: str = '.') -> tuple[list[str], list[str]]:
+def read_tfds(path: str, root: str = '.') -> tuple[list[str], list[str] | None]:
   """Train and validation texts of a prepared TFDS dataset directory.
 
   ``path`` is the dataset's version folder, e.g. the corpus pipeline's
   ``runs/corpus/tfds/clean_corpus/default/1.0.0``; its own splits are used as they are.
+  Validation is None when the dataset has no validation split (the corpus pipeline leaves
+  an empty split out: a small corpus may have no validation document).
   """
   full = path if os.path.isabs(path) else os.path.join(root, path)
   if not os.path.exists(os.path.join(full, 'dataset_info.json')):
@@ -138,10 +140,14 @@ def read_tfds(path: str, root: str = '.') -> tuple[list[str], list[str]]:
                     'tfds:runs/corpus/tfds/clean_corpus/default/1.0.0')
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   builder = tfds.builder_from_directory(full)
-  out = []
+  out: list[list[str] | None] = []
   for split in ('train', 'validation'):
     if split not in builder.info.splits:
-      raise DataError(f'tfds:{path} has no {split!r} split (it has {list(builder.info.splits)})')
+      if split == 'train':
+        raise DataError(f'tfds:{path} has no train split (it has {list(builder.info.splits)}): nothing to '
+                        'train on; the corpus pipeline\'s report says why')
+      out.append(None)
+      continue
     # Sorted by id: TFDS stores examples in a hashed order; training should not depend on it.
     rows = sorted((r['id'], r['text']) for r in tfds.as_numpy(builder.as_dataset(split=split)))
     out.append([t.decode('utf-8') for _, t in rows if t.strip()])
@@ -226,6 +232,11 @@ def load_corpus(cfg: DataConfig, root: str = '.') -> Corpus:
   for pattern, weight in parse_sources(cfg.sources):
     if pattern.startswith('tfds:'):
       tr_docs, va_docs = read_tfds(pattern[len('tfds:'):], root)
+      if va_docs is None:  # no validation split: hold out documents of train, as for files
+        tr_docs, va_docs = split_documents(tr_docs, cfg)
+        print(f'{pattern} has no validation split; holding out {len(va_docs)} of its '
+              f'{len(tr_docs) + len(va_docs)} documents (data.split={cfg.split}, '
+              f'data.val_fraction={cfg.val_fraction})', flush=True)
     else:
       full = pattern if os.path.isabs(pattern) else os.path.join(root, pattern)
       files = sorted(glob.glob(full))

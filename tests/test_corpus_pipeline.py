@@ -112,10 +112,8 @@ def test_counts_add_up_and_outputs_are_sorted_shards(local_run):
 
 def test_planted_duplicates_pii_and_bad_input(local_run, raw):
   out, summary = local_run
-  files = sorted(glob.glob(f'{raw}/*.jsonl.gz') + glob.glob(f'{raw}/*.jsonl'))
-  fi = files.index(str(raw / 'planted.jsonl.gz'))
   outcomes = read_outcomes(out)
-  a, b, c, d = (outcomes[f'{fi:05d}/{i:09d}'] for i in range(4))
+  a, b, c, d = (outcomes[f'{raw}/planted.jsonl.gz#{i:09d}'] for i in range(4))
   assert a['kept'] and not b['kept'] and b['removed_by'] == 'exact_dedup'
   assert not c['kept'] and c['removed_by'] == 'near_dedup'
   # d shares its first lines with a (smaller id): they are removed, the PII line stays, scrubbed.
@@ -180,6 +178,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(raw, tmp_path, monke
   with pytest.raises(KeyboardInterrupt):
     pipeline.run(cfg, log=lambda *_: None)
   assert not (out / 'DONE').exists()
+  assert temporary_files(out) == []  # the half-built TFDS folder is removed on the way out
   assert not os.path.exists(tfds_builder.dataset_dir(str(out / 'tfds'), cfg.name, cfg.version))
   from llm.data import DataError, read_tfds
   with pytest.raises(DataError, match='no prepared TFDS dataset'):
@@ -188,7 +187,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(raw, tmp_path, monke
 
 def test_bad_config_and_inputs_give_clear_errors(tmp_path):
   c = corpus_config.get_config('smoke=True')
-  with pytest.raises(ValueError, match='config.inputs'):
+  with pytest.raises(CorpusInputError, match='--config.inputs'):
     pipeline.from_config(c)
   c.inputs = str(tmp_path / 'nothing*.jsonl')
   c.output = str(tmp_path / 'out')
@@ -197,17 +196,22 @@ def test_bad_config_and_inputs_give_clear_errors(tmp_path):
   c.runner = 'spark'
   (tmp_path / 'a.jsonl').write_text(json.dumps({'text': ARTICLE}) + '\n')
   c.inputs = str(tmp_path / 'a.jsonl')
-  with pytest.raises(ValueError, match="runner"):
+  with pytest.raises(CorpusInputError, match="--config.runner='spark'"):
     pipeline.run(pipeline.from_config(c), log=lambda *_: None)
+  assert not (tmp_path / 'out').exists()  # refused before any work
 
 
 def test_train_py_trains_on_the_produced_dataset(raw, tmp_path):
   import train
   from configs import default
   out = tmp_path / 'corpus'
-  cfg = dataclasses.replace(make_cfg(raw, out), write_tfds=True, val_fraction=0.3)
+  # val_fraction=0: the dataset has no validation split (as a small corpus may not), and
+  # train.py holds out documents of its train split instead.
+  cfg = dataclasses.replace(make_cfg(raw, out), write_tfds=True, val_fraction=0.0)
   pipeline.run(cfg, log=lambda *_: None)
   done = json.loads((out / 'DONE').read_text())
+  assert done['splits']['validation'] == 0 and done['splits']['train'] > 0
+  assert any('validation split is empty' in n for n in done['notes'])
   c = default.get_config('smoke=True')
   c.data.sources = f'tfds:{done["tfds_dir"]}'
   c.data.seq_len = 64
@@ -269,3 +273,212 @@ def test_tfds_dataset_is_reused_for_the_same_run_and_rebuilt_for_another(tmp_pat
   from llm.data import read_tfds
   train, val = read_tfds(path)
   assert train == ['train text 0', 'train text 1', 'train text 2'] and val == ['validation text 0']
+
+
+# ------------------------------------------------- reruns into one output directory
+
+
+def temporary_files(out) -> list[str]:
+  return sorted(os.path.relpath(os.path.join(d, n), out) for d, dirs, files in os.walk(out)
+                for n in dirs + files if pipeline.TMP_MARK in n or n.endswith('.tmp'))
+
+
+def output_bytes(out) -> dict[str, bytes]:
+  """Every file a run leaves in ``out`` (but the cache) with its bytes; in the report and
+  DONE, the timings and this folder's own path are taken out, since they differ by run."""
+  out = str(out)
+  res = {}
+  for dirpath, dirnames, names in os.walk(out):
+    if os.path.relpath(dirpath, out) == '.':
+      dirnames[:] = [d for d in dirnames if d != 'cache']
+    for n in names:
+      path = os.path.join(dirpath, n)
+      rel = os.path.relpath(path, out)
+      data = open(path, 'rb').read()
+      if rel in ('report/report.json', 'DONE', 'report/report.md'):
+        text = data.decode().replace(out, '<out>')
+        if rel != 'report/report.md':
+          d = json.loads(text)
+          for k in ('timing', 'config'):
+            d.pop(k, None)
+          text = json.dumps(d, sort_keys=True)
+        else:
+          text = re.sub(r'\n## Timing.*', '', text, flags=re.S)
+        data = text.encode()
+      res[rel] = data
+  return res
+
+
+def test_reruns_adding_removing_and_renaming_files_equal_fresh_runs(raw, tmp_path):
+  """Files added before, removed from and renamed around cached ones: every run into the
+  reused folder writes exactly the bytes a fresh run writes (ids never collide with cached
+  ones, nothing stale is left beside DONE)."""
+  src = tmp_path / 'src'
+  src.mkdir()
+  import shutil
+  webgen_files = sorted(glob.glob(f'{raw}/webgen-*.jsonl.gz'))
+  shutil.copy(raw / 'planted.jsonl.gz', src / 'a.jsonl.gz')  # exact and near duplicates inside
+  shutil.copy(webgen_files[0], src / 'b.jsonl.gz')
+  shutil.copy(webgen_files[1], src / 'c.jsonl.gz')
+
+  def rename(old, new):
+    os.rename(src / old, src / new)
+
+  steps = [  # (action before the run, inputs, write_outcomes, write_tfds)
+      (None, ['b'], True, True),
+      (None, ['a', 'b'], True, False),  # a file sorting before a cached one (no TFDS: nothing would crash)
+      (lambda: rename('a.jsonl.gz', 'z.jsonl.gz'), ['b', 'z'], True, True),  # now after it
+      (None, ['c', 'z'], False, False),  # b removed; no outcomes, no TFDS: the old ones must go
+      (lambda: shutil.copy(src / 'z.jsonl.gz', src / 'a.jsonl.gz'), ['a', 'b', 'c', 'z'], True, True),  # a copy
+  ]
+  reused = tmp_path / 'reused'
+  for i, (action, names, outcomes, tfds) in enumerate(steps):
+    if action:
+      action()
+    kw = dict(write_outcomes=outcomes, write_tfds=tfds)
+    inputs = ','.join(str(src / f'{n}.jsonl.gz') for n in names)
+    cfg = dataclasses.replace(make_cfg(raw, reused, **kw), inputs=inputs)
+    fresh = dataclasses.replace(cfg, output=str(tmp_path / f'fresh{i}'))
+    pipeline.run(cfg, log=lambda *_: None)
+    pipeline.run(fresh, log=lambda *_: None)
+    mine, theirs = output_bytes(reused), output_bytes(fresh.output)
+    assert sorted(mine) == sorted(theirs), f'step {i}: different files'
+    for name in theirs:
+      assert mine[name] == theirs[name], f'step {i}: {name} differs from a fresh run'
+    assert ('outcomes.jsonl.gz' in mine) == outcomes
+    assert any(n.startswith('tfds/') for n in mine) == tfds
+    assert temporary_files(reused) == []
+  # The last step holds two copies of the same file: every document of the copy that sorts
+  # second is a duplicate of the first (exact or near), never a collision.
+  rows = read_outcomes(reused)
+  for rid, o in rows.items():
+    if rid.startswith(str(src / 'z.jsonl.gz')) and o['kept'] is False and o['removed_by'].endswith('dedup'):
+      twin = rid.replace('z.jsonl.gz', 'a.jsonl.gz')
+      assert twin in rows
+  kept_z = [o for i, o in rows.items() if i.startswith(str(src / 'z.jsonl.gz')) and o['kept']]
+  assert kept_z == []
+
+
+def test_ids_do_not_depend_on_the_other_files(raw, tmp_path):
+  alone = pipeline.FileProcessor(make_cfg(raw, tmp_path / 'x')).process_file(str(raw / 'planted.jsonl.gz'))
+  ids = [o.id for o in alone[1]]
+  assert ids == [f'{raw}/planted.jsonl.gz#{i:09d}' for i in (0, 1, 2, 3)]
+  from llm.corpus.document import split_id
+  assert [split_id(i) for i in ids[:2]] == [(f'{raw}/planted.jsonl.gz', 0), (f'{raw}/planted.jsonl.gz', 1)]
+
+
+# ---------------------------------------------------- small and empty corpora
+
+
+def write_jsonl(path, texts):
+  with open(path, 'w') as f:
+    for t in texts:
+      f.write(json.dumps({'text': t}) + '\n')
+  return str(path)
+
+
+def test_small_corpus_without_validation_documents_finishes(tmp_path):
+  from llm import data
+  inputs = write_jsonl(tmp_path / 'one.jsonl', [ARTICLE, OTHER])
+  cfg = dataclasses.replace(make_cfg(tmp_path, tmp_path / 'out'), inputs=inputs, write_tfds=True, val_fraction=0.01)
+  summary = pipeline.run(cfg, log=lambda *_: None)
+  assert summary['totals']['docs_out'] == 2 and summary['totals']['splits'] == {'train': 2}
+  done = json.loads((tmp_path / 'out' / 'DONE').read_text())
+  assert done['splits'] == {'train': 2, 'validation': 0} and done['tfds_dir']
+  info = json.loads(open(os.path.join(done['tfds_dir'], 'dataset_info.json')).read())
+  assert [s['name'] for s in info['splits']] == ['train']  # TFDS cannot store an empty split
+  assert 'validation split is empty' in (tmp_path / 'out' / 'report' / 'report.md').read_text()
+  assert temporary_files(tmp_path / 'out') == []
+  # train.py's data loader reads it and holds out part of its train split for validation.
+  c = data.DataConfig(sources=f'tfds:{done["tfds_dir"]}', seq_len=64, val_fraction=0.2)
+  corpus = data.load_corpus(c)
+  assert corpus.num_train_rows > 0 and len(corpus.val['inputs']) > 0
+
+
+@pytest.mark.parametrize('texts,why', [
+    (['buy now ' * 3, 'click here', 'ok'], 'Nothing to train on: all 3 input documents were removed'),
+    ([], 'Nothing to train on: the inputs hold no documents'),
+])
+def test_corpus_where_nothing_is_kept_finishes_with_a_report(tmp_path, texts, why):
+  inputs = write_jsonl(tmp_path / 'junk.jsonl', texts)
+  cfg = dataclasses.replace(make_cfg(tmp_path, tmp_path / 'out'), inputs=inputs, write_tfds=True)
+  messages = []
+  summary = pipeline.run(cfg, log=messages.append)
+  out = tmp_path / 'out'
+  assert summary['totals']['docs_out'] == 0 and summary['totals']['counts_add_up']
+  done = json.loads((out / 'DONE').read_text())
+  assert done['tfds_dir'] == '' and done['docs_out'] == 0 and why in done['notes'][0]
+  assert any(why in m for m in messages)
+  assert why in (out / 'report' / 'report.md').read_text()
+  assert not (out / 'tfds').exists() and temporary_files(out) == []
+  # Rerun: up to date, same statement.
+  messages = []
+  pipeline.run(cfg, log=messages.append)
+  assert any('up to date' in m for m in messages)
+
+
+def test_train_split_empty_is_stated(tmp_path):
+  inputs = write_jsonl(tmp_path / 'one.jsonl', [ARTICLE])
+  cfg = dataclasses.replace(make_cfg(tmp_path, tmp_path / 'out'), inputs=inputs, write_tfds=True, val_fraction=1.0)
+  pipeline.run(cfg, log=lambda *_: None)
+  done = json.loads((tmp_path / 'out' / 'DONE').read_text())
+  assert done['splits'] == {'train': 0, 'validation': 1}
+  assert any('train split is empty' in n for n in done['notes'])
+  from llm.data import DataError, read_tfds
+  with pytest.raises(DataError, match='no train split'):
+    read_tfds(done['tfds_dir'])
+
+
+def test_leftovers_of_a_killed_run_are_swept(raw, tmp_path):
+  out = tmp_path / 'out'
+  cfg = dataclasses.replace(make_cfg(raw, out), write_tfds=True)
+  pipeline.run(cfg, log=lambda *_: None)
+  # What kill -9 at various points leaves: temporary shards, cache entries, a TFDS build
+  # folder, a DONE being written; and a stale dataset of another name.
+  (out / 'clean' / 'train-00000-of-00002.jsonl.gz.tmp-999').write_bytes(b'partial')
+  (out / 'cache' / 'abc.pkl.gz.tmp-999').write_bytes(b'partial')
+  (out / 'tfds' / '.tmp-deadbeef' / 'clean_corpus').mkdir(parents=True)
+  (out / 'tfds' / 'clean_corpus' / 'other' / '1.0.0').mkdir(parents=True)
+  (out / 'DONE.tmp-999').write_text('{')
+  pipeline.run(dataclasses.replace(cfg, val_fraction=0.25), log=lambda *_: None)  # not up to date: reruns
+  assert temporary_files(out) == []
+  assert sorted(os.listdir(out / 'tfds' / 'clean_corpus')) == [cfg.name]
+
+
+# ----------------------------------------------------- mistakes found before any work
+
+
+def test_every_input_is_checked_before_any_work(tmp_path):
+  good = write_jsonl(tmp_path / 'a.jsonl', [ARTICLE])
+  (tmp_path / 'z.csv').write_text('text\nhello\n')
+  (tmp_path / 'y.parquet').write_bytes(b'PAR1')
+  out = tmp_path / 'out'
+  cfg = dataclasses.replace(make_cfg(tmp_path, out), inputs=f'{good},{tmp_path}/z.csv,{tmp_path}/y.parquet')
+  with pytest.raises(CorpusInputError) as e:
+    pipeline.run(cfg, log=lambda *_: None)
+  msg = str(e.value)
+  assert 'z.csv' in msg and 'y.parquet' in msg and '--config.reader.format=' in msg
+  assert not out.exists()  # nothing was read or written: a.jsonl sorts first but was not processed
+  # With a format for every input, they are read.
+  pipeline.run(dataclasses.replace(cfg, inputs=f'{good},{tmp_path}/z.csv', reader=dataclasses.replace(
+      cfg.reader, format='text')), log=lambda *_: None)
+  # An output path that is a file, and inputs inside the output folder.
+  (tmp_path / 'file_out').write_text('x')
+  with pytest.raises(CorpusInputError, match='is a file, not a folder'):
+    pipeline.run(dataclasses.replace(cfg, inputs=good, output=str(tmp_path / 'file_out')), log=lambda *_: None)
+  with pytest.raises(CorpusInputError, match='inside the output folder'):
+    pipeline.run(dataclasses.replace(cfg, inputs=f'{out}/**/*.jsonl.gz'), log=lambda *_: None)
+
+
+def test_command_line_prints_one_message_for_a_mistake(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  (tmp_path / 'notes.csv').write_text('a,b\n')
+  proc = subprocess.run([sys.executable, '-m', 'llm.corpus.pipeline', '--config=configs/corpus.py',
+                         f'--config.inputs={tmp_path}/notes.csv', f'--config.output={tmp_path}/out'],
+                        capture_output=True, text=True, cwd=root, timeout=300)
+  assert proc.returncode == 2
+  assert 'Traceback' not in proc.stderr + proc.stdout
+  errors = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(errors) == 1 and errors[0].startswith('error: ') and 'notes.csv' in errors[0]

@@ -32,7 +32,7 @@ from llm.corpus.document import DocOutcome, FileStats
 
 
 class _ProcessFile(beam.DoFn):
-  """Stage 1: (file index, path) -> items (main), outcomes of rule drops, file stats."""
+  """Stage 1: path -> items (main), outcomes of rule drops, file stats."""
 
   def __init__(self, cfg: pipeline.PipelineConfig):
     self.cfg = cfg
@@ -41,9 +41,8 @@ class _ProcessFile(beam.DoFn):
   def setup(self):
     self.proc = pipeline.FileProcessor(self.cfg)
 
-  def process(self, element):
-    file_index, path = element
-    stats, outcomes, items = self.proc.process_file(file_index, path)
+  def process(self, path):
+    stats, outcomes, items = self.proc.process_file(path)
     yield beam.pvalue.TaggedOutput('stats', stats)
     kept = {it.outcome.id for it in items}
     for o in outcomes:
@@ -98,8 +97,7 @@ class _Finalize(beam.DoFn):
     o, text = pipeline.finalize(item, owners, self.cfg, self.terms)
     yield beam.pvalue.TaggedOutput('outcome', o)
     if text is not None:
-      split = 'validation' if pipeline.is_validation(text, self.cfg.val_fraction) else 'train'
-      yield (split, pipeline.shard_of(doc_id, self.cfg.shards)), (doc_id, text, item.url)
+      yield (o.split, pipeline.shard_of(doc_id, self.cfg.shards)), (doc_id, text, item.url)
 
 
 class _ReportFn(beam.CombineFn):
@@ -137,10 +135,13 @@ def _write_shard(kv, out_dir: str, shards: int) -> str:
 
 
 def _save_pickle(obj, path: str) -> None:
-  tmp = path + '.tmp'
-  with gzip.open(tmp, 'wb') as f:
-    pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-  os.replace(tmp, path)
+  tmp = f'{path}{pipeline.TMP_MARK}{os.getpid()}'
+  try:
+    with gzip.open(tmp, 'wb') as f:
+      pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+  finally:
+    pipeline._remove(tmp)  # pylint: disable=protected-access
 
 
 def run_beam(cfg: pipeline.PipelineConfig, files: list[str], clean_dir: str, work_dir: str):
@@ -152,7 +153,7 @@ def run_beam(cfg: pipeline.PipelineConfig, files: list[str], clean_dir: str, wor
   options = PipelineOptions(shlex.split(cfg.beam_args) or ['--runner=DirectRunner'])
   rule_names = rules.RuleChain(cfg.rules).names
   with beam.Pipeline(options=options) as p:
-    stage1 = (p | 'Files' >> beam.Create(list(enumerate(files)))
+    stage1 = (p | 'Files' >> beam.Create(list(files))
               | 'Reshuffle' >> beam.Reshuffle()
               | 'Rules' >> beam.ParDo(_ProcessFile(cfg)).with_outputs('stats', 'dropped', main='items'))
     items, dropped = stage1.items, [stage1.dropped]
@@ -191,15 +192,18 @@ def run_beam(cfg: pipeline.PipelineConfig, files: list[str], clean_dir: str, wor
       _ = (all_outcomes | 'OutcomeList' >> beam.combiners.ToList()
            | 'SaveOutcomes' >> beam.Map(_save_pickle, outcomes_path))
   # Shards that received no document still exist (empty), as in the in-process runner.
-  for split in ('train', 'validation'):
+  for split in pipeline.SPLITS:
     for s in range(cfg.shards):
       path = os.path.join(clean_dir, f'{split}-{s:05d}-of-{cfg.shards:05d}.jsonl.gz')
       if not os.path.exists(path):
         pipeline._atomic_write_jsonl_gz(path, [])  # pylint: disable=protected-access
+  # The pipeline's results, handed over through files; temporary, so removed once read.
   with gzip.open(acc_path, 'rb') as f:
     acc = pickle.load(f)
+  os.remove(acc_path)
   outcomes: list[DocOutcome] = []
   if cfg.write_outcomes:
     with gzip.open(outcomes_path, 'rb') as f:
       outcomes = pickle.load(f)
+    os.remove(outcomes_path)
   return acc, outcomes

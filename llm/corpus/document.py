@@ -17,11 +17,14 @@ class CorpusInputError(ValueError):
 class Doc:
   """One document.
 
-  ``id`` is ``'<file index:05d>/<record index:09d>'``: the file index is the position of
-  the file in the sorted list of all input files, the record index the position of the
-  record inside that file. Sorting ids therefore gives one global order that does not
-  depend on how the work was split across processes or Beam workers; every "keep the
-  first" decision (deduplication) uses this order.
+  ``id`` is ``'<file>#<record index:09d>'``: the file is the input path as the input glob
+  matched it (normalised: ``raw/./a.jsonl`` is ``raw/a.jsonl``), the record index the
+  position of the record inside that file. An id therefore depends on the file and the
+  record alone, never on which other files are in the run, so results cached for a file
+  stay valid when files are added, removed or renamed around it. Sorting ids gives one
+  global order (files in path order, records in file order) that does not depend on how
+  the work was split across processes or Beam workers; every "keep the first" decision
+  (deduplication) uses this order.
   """
   id: str
   text: str
@@ -36,8 +39,15 @@ class Doc:
     return cls(id=d['id'], text=d['text'], source=d.get('source', ''), meta=d.get('meta', {}))
 
 
-def make_id(file_index: int, record_index: int) -> str:
-  return f'{file_index:05d}/{record_index:09d}'
+def make_id(file_id: str, record_index: int) -> str:
+  """The id of record ``record_index`` of the input file ``file_id`` (see ``Doc``)."""
+  return f'{file_id}#{record_index:09d}'
+
+
+def split_id(doc_id: str) -> tuple[str, int]:
+  """``(file_id, record_index)`` of an id made by ``make_id`` (file paths may hold '#')."""
+  file_id, _, record = doc_id.rpartition('#')
+  return file_id, int(record)
 
 
 @dataclasses.dataclass
@@ -101,6 +111,7 @@ class DocOutcome:
   reason: str = ''  # that stage's specific reason, e.g. 'gopher_too_many_hashes'
   failed: list[str] = dataclasses.field(default_factory=list)  # every filter rule that would drop it (rule overlap)
   chars_out: int = 0  # characters of the final text (0 if dropped)
+  split: str = ''  # 'train' or 'validation' for a kept document, '' if dropped
   words_out: int = 0
   edits: dict[str, int] = dataclasses.field(default_factory=dict)  # chars removed by modifying rules: {'c4_lines': 120, 'line_dedup': 40}
   pii: dict[str, int] = dataclasses.field(default_factory=dict)  # placeholders inserted: {'email': 2, 'phone': 1, 'ip': 0}

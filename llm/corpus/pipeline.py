@@ -19,10 +19,21 @@ The same per-document functions run in-process here and on Apache Beam (``llm.co
 every global decision is "smallest id wins", so both give identical output.
 
 Nothing is done twice: each file's stage-1 result is cached under ``cache/`` by its path,
-size, modification time and the rules' config, and a run whose inputs and config match the
-finished run in ``output`` returns at once. Outputs are written to temporary names and
-renamed, and ``DONE`` is written last: an interrupted run never leaves a dataset that looks
+size, modification time, the rules' config and a hash of this code, and a run whose inputs
+and config match the finished run in ``output`` returns at once. Document ids depend only on
+their own file (``llm.corpus.document.Doc``), so cached results stay valid when files are
+added, removed or renamed around them.
+
+The output folder holds exactly one run. A run that is not up to date first removes
+``DONE`` and everything the previous run wrote there (except the cache and a TFDS dataset it
+may reuse), so nothing stale sits beside the new ``DONE``. Outputs are written to temporary
+names and renamed, temporary files are removed on failure (and swept at the next start after
+a kill), and ``DONE`` is written last: an interrupted run never leaves a dataset that looks
 complete.
+
+Every input is checked before any work (files exist, are readable, have a known format and
+do not lie inside the output folder); user mistakes raise ``CorpusInputError``, which the
+command line prints as one message.
 """
 
 from __future__ import annotations
@@ -43,11 +54,13 @@ from typing import Any, Iterable, Iterator, Sequence
 import xxhash
 
 from llm.corpus import dedup, pii, readers, rules
-from llm.corpus.document import Doc, DocOutcome, FileStats
+from llm.corpus.document import CorpusInputError, Doc, DocOutcome, FileStats
 
 DEDUP_STAGES = ('exact_dedup', 'near_dedup', 'line_dedup_empty')
-PIPELINE_VERSION = 1  # part of every cache key, with the code and data hashes below
+PIPELINE_VERSION = 2  # part of every cache key, with the code and data hashes below
 PREVIEW_CHARS = 300
+SPLITS = ('train', 'validation')
+RUNNERS = ('local', 'beam')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +137,11 @@ class FileProcessor:
     return o, Item(o, out, dedup.exact_key(out) if self.cfg.dedup.exact else b'', bands,
                    dedup.line_keys(out) if self.cfg.dedup.lines else [], str(doc.meta.get('url', '')))
 
-  def process_file(self, file_index: int, path: str) -> tuple[FileStats, list[DocOutcome], list[Item]]:
+  def process_file(self, path: str) -> tuple[FileStats, list[DocOutcome], list[Item]]:
+    """Stage 1 of one input file; ``path`` as ``readers.list_files`` gives it (it starts every id)."""
     stats = FileStats(path=path)
     outcomes, items = [], []
-    for doc in readers.read_file(path, file_index, self.cfg.reader, stats):
+    for doc in readers.read_file(path, path, self.cfg.reader, stats):
       o, item = self.process_doc(doc)
       outcomes.append(o)
       if item is not None:
@@ -180,19 +194,34 @@ def finalize(item: Item, owners: dict[int, str] | None, cfg: PipelineConfig, ter
     o.pii = {k: v for k, v in counts.items() if v}
   o.chars_out, o.words_out = len(text), _count_words(text)
   o.terms_out = terms.count(text)
+  o.split = 'validation' if is_validation(text, cfg.val_fraction) else 'train'
   return o, text
 
 
 # ------------------------------------------------------------------------ writing
 
 
+TMP_MARK = '.tmp-'  # every temporary file or folder the pipeline writes has this in its name
+
+
 def _atomic_write_jsonl_gz(path: str, rows: Iterable[dict]) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  # No name, mtime=0: identical content gives identical bytes (runs and runners are comparable).
-  with open(tmp, 'wb') as raw, gzip.GzipFile(filename='', fileobj=raw, mode='wb', mtime=0) as f:
-    for r in rows:
-      f.write(json.dumps(r, ensure_ascii=False).encode('utf-8', 'surrogatepass') + b'\n')
-  os.replace(tmp, path)
+  tmp = f'{path}{TMP_MARK}{os.getpid()}'
+  try:
+    # No name, mtime=0: identical content gives identical bytes (runs and runners are comparable).
+    with open(tmp, 'wb') as raw, gzip.GzipFile(filename='', fileobj=raw, mode='wb', mtime=0) as f:
+      for r in rows:
+        f.write(json.dumps(r, ensure_ascii=False).encode('utf-8', 'surrogatepass') + b'\n')
+    os.replace(tmp, path)
+  finally:
+    _remove(tmp)
+
+
+def _remove(path: str) -> None:
+  """Removes a file or folder if it exists."""
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path, ignore_errors=True)
+  elif os.path.lexists(path):
+    os.remove(path)
 
 
 def write_shards(out_dir: str, docs: Iterable[tuple[str, str, str, str]], cfg: PipelineConfig) -> dict[str, list[str]]:
@@ -202,7 +231,7 @@ def write_shards(out_dir: str, docs: Iterable[tuple[str, str, str, str]], cfg: P
   for split, doc_id, text, url in docs:
     buckets.setdefault((split, shard_of(doc_id, cfg.shards)), []).append((doc_id, text, url))
   paths: dict[str, list[str]] = {}
-  for split in ('train', 'validation'):
+  for split in SPLITS:
     for s in range(cfg.shards):
       rows = sorted(buckets.get((split, s), []))
       path = os.path.join(out_dir, f'{split}-{s:05d}-of-{cfg.shards:05d}.jsonl.gz')
@@ -249,9 +278,13 @@ def code_and_data_hash(cfg: PipelineConfig) -> str:
 
 
 def _file_key(path: str, cfg: PipelineConfig) -> str:
+  """Cache key of one file's stage-1 result: everything that result depends on.
+
+  The path as listed is part of it because it starts every document id in the result; the
+  absolute path, size and modification time stand for the file's content."""
   st = os.stat(path)
   cfg_part = {k: config_dict(getattr(cfg, k)) for k in ('reader', 'rules', 'dedup', 'identity_terms_dir', 'all_rules')}
-  blob = json.dumps([PIPELINE_VERSION, code_and_data_hash(cfg), os.path.abspath(path), st.st_size,
+  blob = json.dumps([PIPELINE_VERSION, code_and_data_hash(cfg), path, os.path.abspath(path), st.st_size,
                      st.st_mtime_ns, cfg_part], sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -262,7 +295,7 @@ def run_fingerprint(files: Sequence[str], cfg: PipelineConfig) -> str:
   parts = [PIPELINE_VERSION, code_and_data_hash(cfg), d]
   for p in files:
     st = os.stat(p)
-    parts.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    parts.append([p, os.path.abspath(p), st.st_size, st.st_mtime_ns])
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -276,26 +309,30 @@ def _init_worker(cfg: PipelineConfig) -> None:
   _WORKER = FileProcessor(cfg)
 
 
-def _cached_process(args: tuple[int, str, str | None]):
-  file_index, path, cache_path = args
+def _cached_process(args: tuple[str, str | None]):
+  import pickle  # pylint: disable=import-outside-toplevel
+  path, cache_path = args
   if cache_path and os.path.exists(cache_path):
-    with gzip.open(cache_path, 'rb') as f:
-      import pickle  # pylint: disable=import-outside-toplevel
-      return pickle.load(f)
-  res = _WORKER.process_file(file_index, path)
+    try:
+      with gzip.open(cache_path, 'rb') as f:
+        return pickle.load(f)
+    except Exception:  # pylint: disable=broad-except  (unreadable cache entry: recompute it)
+      _remove(cache_path)
+  res = _WORKER.process_file(path)
   if cache_path:
-    import pickle  # pylint: disable=import-outside-toplevel
-    tmp = f'{cache_path}.tmp-{os.getpid()}'
-    with gzip.open(tmp, 'wb', compresslevel=1) as f:
-      pickle.dump(res, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, cache_path)
+    tmp = f'{cache_path}{TMP_MARK}{os.getpid()}'
+    try:
+      with gzip.open(tmp, 'wb', compresslevel=1) as f:
+        pickle.dump(res, f, protocol=pickle.HIGHEST_PROTOCOL)
+      os.replace(tmp, cache_path)
+    finally:
+      _remove(tmp)
   return res
 
 
 def stage1(files: Sequence[str], cfg: PipelineConfig, cache_dir: str | None) -> Iterator[tuple[FileStats, list[DocOutcome], list[Item]]]:
   """Per-file results in file order (parallel over files when workers > 1)."""
-  jobs = [(i, p, os.path.join(cache_dir, _file_key(p, cfg) + '.pkl.gz') if cache_dir else None)
-          for i, p in enumerate(files)]
+  jobs = [(p, os.path.join(cache_dir, _file_key(p, cfg) + '.pkl.gz') if cache_dir else None) for p in files]
   workers = cfg.workers or os.cpu_count() or 1
   workers = min(workers, len(files))
   if workers <= 1:
@@ -345,7 +382,7 @@ def _run_local(cfg: PipelineConfig, files: Sequence[str], clean_dir: str, cache_
   for it in items:
     o, text = finalize(it, owners, cfg, terms)
     if text is not None:
-      final.append(('validation' if is_validation(text, cfg.val_fraction) else 'train', o.id, text, it.url))
+      final.append((o.split, o.id, text, it.url))
   for o in outcomes:
     acc.add(o)
   timing['finalize_s'] = time.time() - t
@@ -355,60 +392,191 @@ def _run_local(cfg: PipelineConfig, files: Sequence[str], clean_dir: str, cache_
   return acc, outcomes
 
 
+def check_inputs(files: Sequence[str], cfg: PipelineConfig) -> None:
+  """Every mistake in the inputs and output, found before any work, reported at once.
+
+  Raises:
+    CorpusInputError: the runner is unknown, the output is a file, or an input has an
+      unknown format, cannot be read, or lies inside the output folder (a rerun would read
+      the previous run's output as input).
+  """
+  if cfg.runner not in RUNNERS:
+    raise CorpusInputError(f'--config.runner={cfg.runner!r} is not one of {RUNNERS}')
+  out = os.path.abspath(cfg.output)
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise CorpusInputError(f'--config.output={cfg.output!r} is a file, not a folder; pass a folder '
+                           '(it is created if missing), e.g. --config.output=runs/corpus')
+  problems = []
+  if cfg.reader.format == 'auto':
+    unknown = []
+    for p in files:
+      try:
+        readers.detect_format(p)
+      except CorpusInputError:
+        unknown.append(p)
+    if unknown:
+      exts = sorted({os.path.splitext(p[:-3] if p.lower().endswith('.gz') else p)[1] or '(none)' for p in unknown})
+      known = ', '.join(sorted({e for e, _ in readers._EXTENSIONS}))  # pylint: disable=protected-access
+      problems.append(f'{len(unknown)} input file(s) with an extension of unknown format ({", ".join(exts)}): '
+                      f'{_some(unknown)}; known: {known}, each optionally .gz. Narrow --config.inputs, or '
+                      f'pass --config.reader.format= one of {", ".join(readers.FORMATS)} to read every input '
+                      'in that format')
+  unreadable = [p for p in files if not os.access(p, os.R_OK)]
+  if unreadable:
+    problems.append(f'{len(unreadable)} input file(s) cannot be read (permissions): {_some(unreadable)}')
+  inside = [p for p in files if os.path.abspath(p).startswith(out + os.sep)]
+  if inside:
+    problems.append(f'{len(inside)} input file(s) lie inside the output folder {cfg.output!r}, so a run would '
+                    f'read its own output: {_some(inside)}; narrow --config.inputs or choose another '
+                    '--config.output')
+  if problems:
+    raise CorpusInputError('; '.join(problems) if len(problems) == 1 else
+                           'problems with the inputs:\n' + '\n'.join(f'  - {p}' for p in problems))
+
+
+def _some(paths: Sequence[str], n: int = 5) -> str:
+  shown = ', '.join(repr(p) for p in paths[:n])
+  return shown + (f' and {len(paths) - n} more' if len(paths) > n else '')
+
+
+def _tfds_target(cfg: PipelineConfig) -> str:
+  from llm.corpus import tfds_builder  # pylint: disable=import-outside-toplevel
+  return tfds_builder.dataset_dir(os.path.join(cfg.output, 'tfds'), cfg.name, cfg.version)
+
+
+def _up_to_date(cfg: PipelineConfig, done: dict | None, fingerprint: str) -> bool:
+  """The finished run in ``cfg.output`` is this run, and its outputs are all still there."""
+  if not done or done.get('fingerprint') != fingerprint:
+    return False
+  needed = [os.path.join(cfg.output, 'report', 'report.json'), os.path.join(cfg.output, 'clean')]
+  if done.get('tfds_dir'):
+    needed.append(os.path.join(done['tfds_dir'], 'dataset_info.json'))
+  if cfg.write_outcomes:
+    needed.append(os.path.join(cfg.output, 'outcomes.jsonl.gz'))
+  return all(os.path.exists(p) for p in needed)
+
+
+def _clear_previous_run(cfg: PipelineConfig) -> None:
+  """Removes what an earlier run left in ``cfg.output``, so nothing stale survives beside the
+  new DONE: its outcomes, shards, report and TFDS datasets (all but the one this run may
+  reuse, which is rebuilt unless it was built from identical shards), and temporary files
+  of runs that were killed. The per-file cache stays (its keys say when an entry is valid).
+  Call after DONE is removed."""
+  out = cfg.output
+  for name in ('outcomes.jsonl.gz', 'clean', 'report'):
+    _remove(os.path.join(out, name))
+  tfds_root = os.path.join(out, 'tfds')
+  keep = os.path.abspath(_tfds_target(cfg)) if cfg.write_tfds else None
+  if not keep:
+    _remove(tfds_root)
+  elif os.path.isdir(tfds_root):
+    for dirpath, dirnames, _ in os.walk(tfds_root, topdown=True):
+      for d in list(dirnames):
+        full = os.path.abspath(os.path.join(dirpath, d))
+        if keep and full == keep:
+          dirnames.remove(d)  # kept whole
+        elif keep and keep.startswith(full + os.sep) and TMP_MARK not in d:
+          continue  # an ancestor of the kept dataset: descend and prune its other entries
+        else:
+          _remove(full)
+          dirnames.remove(d)
+  for folder in (out, os.path.join(out, 'cache')):
+    if os.path.isdir(folder):
+      for name in os.listdir(folder):
+        if TMP_MARK in name or name.endswith('.tmp') or name.startswith('beam_'):
+          _remove(os.path.join(folder, name))
+
+
 def run(cfg: PipelineConfig, log=print) -> dict:
-  """Runs the whole pipeline (``cfg.runner``); returns the report summary (report.json)."""
+  """Runs the whole pipeline (``cfg.runner``); returns the report summary (report.json).
+
+  Raises:
+    CorpusInputError: a mistake in the inputs, output or config (nothing has been done).
+  """
   from llm.corpus.report import write_report  # pylint: disable=import-outside-toplevel
 
   t0 = time.time()
   files = readers.list_files(cfg.inputs)
-  os.makedirs(cfg.output, exist_ok=True)
+  check_inputs(files, cfg)
+  try:
+    os.makedirs(cfg.output, exist_ok=True)
+  except OSError as e:
+    raise CorpusInputError(f'cannot create the output folder --config.output={cfg.output!r}: '
+                           f'{e.strerror or e}') from e
   fingerprint = run_fingerprint(files, cfg)
   done_path = os.path.join(cfg.output, 'DONE')
+  done = None
   if os.path.exists(done_path):
-    with open(done_path) as f:
-      done = json.load(f)
-    if done.get('fingerprint') == fingerprint:
-      log(f'{cfg.output} is up to date (fingerprint {fingerprint}); nothing to do.')
-      with open(os.path.join(cfg.output, 'report', 'report.json')) as f:
-        return json.load(f)
-    os.remove(done_path)  # outputs below are about to change: no longer complete
+    try:
+      with open(done_path) as f:
+        done = json.load(f)
+    except ValueError:
+      done = None
+  if _up_to_date(cfg, done, fingerprint):
+    log(f'{cfg.output} is up to date (fingerprint {fingerprint}); nothing to do.')
+    with open(os.path.join(cfg.output, 'report', 'report.json')) as f:
+      return json.load(f)
+  _remove(done_path)  # outputs below are about to change: no longer complete
+  _clear_previous_run(cfg)
   cache_dir = os.path.join(cfg.output, 'cache')
   os.makedirs(cache_dir, exist_ok=True)
   clean_dir = os.path.join(cfg.output, 'clean')
-  shutil.rmtree(clean_dir, ignore_errors=True)  # shards of an earlier run (maybe another shard count)
   timing: dict[str, float] = {}
   if cfg.runner == 'beam':
     from llm.corpus import beam  # pylint: disable=import-outside-toplevel
     t = time.time()
     acc, outcomes = beam.run_beam(cfg, files, clean_dir, cache_dir)
     timing['beam_s'] = time.time() - t
-    docs_in = acc.to_json()['totals']['docs_in']
-  elif cfg.runner == 'local':
-    acc, outcomes = _run_local(cfg, files, clean_dir, cache_dir, timing, log)
-    docs_in = len(outcomes)
   else:
-    raise ValueError(f"config.runner must be 'local' or 'beam', got {cfg.runner!r}")
+    acc, outcomes = _run_local(cfg, files, clean_dir, cache_dir, timing, log)
+  docs_in = acc.docs_in
+  splits = {s: acc.splits.get(s, 0) for s in SPLITS}
   t = time.time()
   if cfg.write_outcomes:
     _atomic_write_jsonl_gz(os.path.join(cfg.output, 'outcomes.jsonl.gz'),
                            (o.to_json() for o in sorted(outcomes, key=lambda o: o.id)))
-  tfds_dir = ''
-  if cfg.write_tfds:
-    from llm.corpus import tfds_builder  # pylint: disable=import-outside-toplevel
-    tfds_dir = tfds_builder.prepare(clean_dir, os.path.join(cfg.output, 'tfds'), cfg.name, cfg.version,
-                                    description=f'llm corpus pipeline, fingerprint {fingerprint}')
+  tfds_dir, notes = '', []
+  if not sum(splits.values()):
+    notes.append(f'Nothing to train on: all {docs_in:,} input documents were removed '
+                 f'({_top_removals(acc)}); no dataset was written.' if docs_in else
+                 'Nothing to train on: the inputs hold no documents; no dataset was written.')
+  else:
+    if not splits['validation']:
+      notes.append(f'The validation split is empty: none of the {splits["train"]:,} kept documents falls in '
+                   f'it at --config.val_fraction={cfg.val_fraction}. train.py then holds out '
+                   '--config.data.val_fraction of the training documents itself; raise '
+                   '--config.val_fraction to fix the split here.')
+    if not splits['train']:
+      notes.append(f'The train split is empty: all {splits["validation"]:,} kept documents fall in the '
+                   f'validation split (--config.val_fraction={cfg.val_fraction}); nothing to train on.')
+    if cfg.write_tfds:
+      from llm.corpus import tfds_builder  # pylint: disable=import-outside-toplevel
+      tfds_dir = tfds_builder.prepare(clean_dir, os.path.join(cfg.output, 'tfds'), cfg.name, cfg.version,
+                                      description=f'llm corpus pipeline, fingerprint {fingerprint}',
+                                      splits=[s for s in SPLITS if splits[s]])
   timing['write_s'] = time.time() - t
   timing['total_s'] = time.time() - t0
   timing['docs_per_s'] = docs_in / max(timing['total_s'], 1e-9)
-  summary = write_report(acc, os.path.join(cfg.output, 'report'), config=config_dict(cfg), timing=timing)
-  with open(done_path + '.tmp', 'w') as f:
+  output = {'splits': splits, 'tfds_dir': tfds_dir, 'notes': notes}
+  summary = write_report(acc, os.path.join(cfg.output, 'report'), config=config_dict(cfg), timing=timing,
+                         output=output)
+  tmp = done_path + TMP_MARK + str(os.getpid())
+  with open(tmp, 'w') as f:
     json.dump({'fingerprint': fingerprint, 'tfds_dir': tfds_dir, 'docs_in': docs_in,
-               'docs_out': summary['totals']['docs_out']}, f, indent=1)
-  os.replace(done_path + '.tmp', done_path)
-  log(f'done: {summary["totals"]["docs_out"]} of {docs_in} documents kept in {timing["total_s"]:.1f} s '
-      f'({timing["docs_per_s"]:.0f} docs/s); report {cfg.output}/report/report.md'
+               'docs_out': summary['totals']['docs_out'], 'splits': splits, 'notes': notes}, f, indent=1)
+  os.replace(tmp, done_path)
+  for n in notes:
+    log(n)
+  log(f'done: {summary["totals"]["docs_out"]} of {docs_in} documents kept ({splits["train"]} train, '
+      f'{splits["validation"]} validation) in {timing["total_s"]:.1f} s ({timing["docs_per_s"]:.0f} docs/s); '
+      f'report {cfg.output}/report/report.md'
       + (f'; train.py reads it with --config.data.sources=tfds:{tfds_dir}' if tfds_dir else ''))
   return summary
+
+
+def _top_removals(acc) -> str:
+  removed = sorted(((v[0], k) for k, v in acc.removed.items() if v[0]), reverse=True)
+  return ', '.join(f'{n:,} by {stage}' for n, stage in removed[:4]) or 'none kept'
 
 
 # ------------------------------------------------------------------ configuration
@@ -422,7 +590,7 @@ def _build(cls, value: Any, where: str):
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(value) - set(fields))
   if unknown:
-    raise ValueError(f'unknown {where} setting(s) {unknown}; known: {sorted(fields)}')
+    raise CorpusInputError(f'unknown {where} setting(s) {unknown}; known: {sorted(fields)}')
   kwargs = {}
   hints = __import__('typing').get_type_hints(cls)
   for name, v in value.items():
@@ -440,16 +608,19 @@ def from_config(cd: Any) -> PipelineConfig:
   """PipelineConfig from the ml_collections ConfigDict of configs/corpus.py."""
   d = cd.to_dict() if hasattr(cd, 'to_dict') else dict(cd)
   if not d.get('inputs'):
-    raise ValueError('config.inputs is empty: pass --config.inputs="raw/*.jsonl.gz" (comma-separated globs)')
+    raise CorpusInputError('--config.inputs is empty: pass --config.inputs="raw/*.jsonl.gz" (comma-separated globs)')
   if not d.get('output'):
-    raise ValueError('config.output is empty: pass --config.output=runs/corpus')
+    raise CorpusInputError('--config.output is empty: pass --config.output=runs/corpus')
   return _build(PipelineConfig, d, 'config')
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  cfg = from_config(_CONFIG.value)
-  run(cfg)
+  try:
+    run(from_config(_CONFIG.value))
+  except CorpusInputError as e:  # a user mistake: one message, no traceback
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == '__main__':

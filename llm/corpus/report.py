@@ -165,6 +165,7 @@ class ReportAccumulator:
 
     self.docs_in = self.chars_in = self.words_in = 0
     self.docs_out = self.chars_out = self.words_out = 0
+    self.splits: dict[str, int] = {}  # kept documents per output split ('train', 'validation')
     self.kept_with_removed_by = 0  # kept=True but removed_by set: a pipeline bug, shown
     # Per stage (keyed by name; only stages that removed something have entries).
     self.removed: dict[str, list[int]] = {}  # stage -> [docs, chars, words]
@@ -224,6 +225,8 @@ class ReportAccumulator:
       self.chars_out += o.chars_out
       self.words_out += o.words_out
       _add_counts(self.terms_out, o.terms_out)
+      if o.split:
+        self.splits[o.split] = self.splits.get(o.split, 0) + 1
       self._hist_add(LENGTH_HIST, 1, o.chars_out)
       for name in self.bins:
         self._hist_add(name, 1, signals.get(name))
@@ -318,7 +321,7 @@ class ReportAccumulator:
       mine_t = getattr(self, table)
       for k, v in getattr(other, table).items():
         _add_counts(mine_t.setdefault(k, {}), v)
-    for table in ('rule_docs', 'rule_only', 'rule_pairs', 'terms_in', 'terms_out'):
+    for table in ('rule_docs', 'rule_only', 'rule_pairs', 'terms_in', 'terms_out', 'splits'):
       _add_counts(getattr(self, table), getattr(other, table))
     for stage, ex in other.examples.items():
       self._add_examples(stage, ex)
@@ -367,6 +370,7 @@ class ReportAccumulator:
     return {
         'docs_in': self.docs_in, 'docs_out': self.docs_out,
         'docs_removed': self.docs_in - self.docs_out,
+        'splits': dict(sorted(self.splits.items())),
         'chars_in': self.chars_in, 'chars_out': self.chars_out,
         'words_in': self.words_in, 'words_out': self.words_out,
         'frac_docs_kept': _frac(self.docs_out, self.docs_in),
@@ -701,6 +705,13 @@ def _markdown(rep: dict[str, Any], plots: Mapping[str, str]) -> str:
           f'(undeclared stages: {_md(t["undeclared_stages"])}).', '']
   if t['kept_with_removed_by']:
     L += [f'**{t["kept_with_removed_by"]} kept documents have a removed\\_by set.**', '']
+  out = rep.get('output') or {}
+  if out:
+    splits = out.get('splits', {})
+    L += ['Output: ' + ', '.join(f'{_num(n)} {_md(s)}' for s, n in splits.items()) + ' documents'
+          + (f'; TFDS dataset `{out["tfds_dir"]}`' if out.get('tfds_dir') else '; no TFDS dataset') + '.', '']
+    for note in out.get('notes', []):
+      L += [f'**{_md(note)}**', '']
 
   L += ['## Funnel', '']
   rows = [[_code(r['stage']) + ('' if r['declared'] else ' (undeclared)'), _num(r['docs_removed']),
@@ -835,10 +846,14 @@ def _markdown(rep: dict[str, Any], plots: Mapping[str, str]) -> str:
 
 
 def write_report(acc: ReportAccumulator, out_dir: str, config: dict | None = None,
-                 timing: dict | None = None) -> dict:
-  """Writes out_dir/report.json, out_dir/report.md and out_dir/plots/*.png; returns the json dict."""
+                 timing: dict | None = None, output: dict | None = None) -> dict:
+  """Writes out_dir/report.json, out_dir/report.md and out_dir/plots/*.png; returns the json dict.
+
+  ``output`` describes what the run wrote (split sizes, the TFDS folder, notes such as
+  "nothing to train on"); it heads the Markdown report."""
   os.makedirs(out_dir, exist_ok=True)
   rep = acc.to_json()
+  rep['output'] = json.loads(json.dumps(output, default=str)) if output is not None else None
   plots = _plots(rep, os.path.join(out_dir, 'plots'))
   rep['plots'] = {k: f'plots/{v}' for k, v in plots.items()}
   # Round-trip through JSON so the returned dict is exactly what the file holds.
