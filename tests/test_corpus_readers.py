@@ -23,9 +23,9 @@ def write(path, data: bytes) -> str:
   return str(path)
 
 
-def read(path, cfg=ReaderConfig(), file_index=0):
+def read(path, cfg=ReaderConfig(), file_id='f'):
   stats = FileStats(str(path))
-  docs = list(readers.read_file(str(path), file_index, cfg, stats))
+  docs = list(readers.read_file(str(path), file_id, cfg, stats))
   return docs, stats
 
 
@@ -44,7 +44,7 @@ def jsonl(records) -> bytes:
 def test_text_whole_file_is_one_doc(tmp_path):
   p = write(tmp_path / 'a.txt', b'First line.\n\nSecond paragraph.\n')
   docs, stats = read(p)
-  assert [(d.id, d.text, d.source, d.meta) for d in docs] == [('00000/000000000', 'First line.\n\nSecond paragraph.\n',
+  assert [(d.id, d.text, d.source, d.meta) for d in docs] == [('f#000000000', 'First line.\n\nSecond paragraph.\n',
                                                                p, {})]
   assert stats.records == 1 and stats.bytes_read == 31 and not stats.errors
 
@@ -52,8 +52,8 @@ def test_text_whole_file_is_one_doc(tmp_path):
 def test_text_blank_line_separator(tmp_path):
   p = write(tmp_path / 'a.txt', b'\xef\xbb\xbfOne a\none b\n\n\n  \nTwo\r\n\r\nThree\nthree b')
   docs, stats = read(p, ReaderConfig(doc_separator='blank_line'))
-  assert [(d.id, d.text) for d in docs] == [('00000/000000000', 'One a\none b'), ('00000/000000001', 'Two'),
-                                            ('00000/000000002', 'Three\nthree b')]
+  assert [(d.id, d.text) for d in docs] == [('f#000000000', 'One a\none b'), ('f#000000001', 'Two'),
+                                            ('f#000000002', 'Three\nthree b')]
   assert stats.records == 3
 
 
@@ -61,8 +61,8 @@ def test_text_line_separator_ids_are_line_numbers(tmp_path):
   p = write(tmp_path / 'a.txt', b'alpha\n\nbeta\r\n   \ngamma')
   docs, stats = read(p, ReaderConfig(doc_separator='line'))
   # Blank lines are skipped without a count but keep their position: ids are line numbers.
-  assert [(d.id, d.text) for d in docs] == [('00000/000000000', 'alpha'), ('00000/000000002', 'beta'),
-                                            ('00000/000000004', 'gamma')]
+  assert [(d.id, d.text) for d in docs] == [('f#000000000', 'alpha'), ('f#000000002', 'beta'),
+                                            ('f#000000004', 'gamma')]
   assert stats.records == 3 and stats.empty_text == 0
 
 
@@ -85,12 +85,12 @@ def test_jsonl_text_and_metadata(tmp_path):
   p = write(tmp_path / 'a.jsonl', jsonl([{'text': 'doc one', 'url': 'http://a', 'n': 3},
                                          {'content': 'other field', 'text': 'doc two', 'tags': ['x']}]))
   docs, stats = read(p)
-  assert [(d.id, d.text, d.meta) for d in docs] == [('00000/000000000', 'doc one', {'url': 'http://a', 'n': 3}),
-                                                    ('00000/000000001', 'doc two', {'content': 'other field',
+  assert [(d.id, d.text, d.meta) for d in docs] == [('f#000000000', 'doc one', {'url': 'http://a', 'n': 3}),
+                                                    ('f#000000001', 'doc two', {'content': 'other field',
                                                                                     'tags': ['x']})]
   assert stats.records == 2
   docs, _ = read(p, ReaderConfig(text_field='content'))
-  assert [(d.id, d.text) for d in docs] == [('00000/000000001', 'other field')]
+  assert [(d.id, d.text) for d in docs] == [('f#000000001', 'other field')]
 
 
 def test_jsonl_gzip_ndjson_and_json_extensions(tmp_path):
@@ -117,9 +117,9 @@ def test_jsonl_bad_records_counted_exactly(tmp_path):
       b'{"text": "good 11"}',
   ]
   docs, stats = read(write(tmp_path / 'bad.jsonl', b'\n'.join(lines) + b'\n'))
-  assert [(d.id, d.text) for d in docs] == [('00000/000000000', 'good 0'),
-                                            ('00000/000000009', 'good \ufffd\ufffd bytes'),
-                                            ('00000/000000011', 'good 11')]
+  assert [(d.id, d.text) for d in docs] == [('f#000000000', 'good 0'),
+                                            ('f#000000009', 'good \ufffd\ufffd bytes'),
+                                            ('f#000000011', 'good 11')]
   assert (stats.records, stats.bad_json, stats.missing_text, stats.empty_text, stats.decode_errors) == (3, 2, 3, 2, 1)
   assert not stats.truncated and not stats.empty_file
   joined = '\n'.join(stats.errors)
@@ -171,7 +171,7 @@ def test_corrupt_gzip_data_is_truncation_not_crash(tmp_path):
   # The records that decompressed before the damage are kept, even those zlib
   # produced in the same call that hit the error (about half of the 300).
   assert 140 <= len(docs) < 300
-  assert [d.id for d in docs] == [f'00000/{i:09d}' for i in range(len(docs))]
+  assert [d.id for d in docs] == [f'f#{i:09d}' for i in range(len(docs))]
 
 
 def test_truncated_text_file_drops_the_cut_record(tmp_path):
@@ -199,15 +199,15 @@ def test_too_large_is_counted_and_skipped(tmp_path):
   p = write(tmp_path / 'a.jsonl', jsonl([{'text': 'short'}, {'text': 'y' * 101}, {'text': 'z' * 100},
                                          {'text': 'w' * 5000}]))
   docs, stats = read(p, ReaderConfig(max_doc_chars=100))
-  assert [d.id for d in docs] == ['00000/000000000', '00000/000000002']
+  assert [d.id for d in docs] == ['f#000000000', 'f#000000002']
   assert stats.too_large == 2 and stats.records == 2
   p = write(tmp_path / 'b.txt', b'a\n' + b'q' * 1000 + b'\nb\n\n' + b'c' * 101 + b'\n\nd\n')
   docs, stats = read(p, ReaderConfig(doc_separator='line', max_doc_chars=100))
-  assert [(d.id, d.text) for d in docs] == [('00000/000000000', 'a'), ('00000/000000002', 'b'),
-                                            ('00000/000000006', 'd')]
+  assert [(d.id, d.text) for d in docs] == [('f#000000000', 'a'), ('f#000000002', 'b'),
+                                            ('f#000000006', 'd')]
   assert stats.too_large == 2
   docs, stats = read(p, ReaderConfig(doc_separator='blank_line', max_doc_chars=100))
-  assert [(d.id, d.text) for d in docs] == [('00000/000000002', 'd')] and stats.too_large == 2
+  assert [(d.id, d.text) for d in docs] == [('f#000000002', 'd')] and stats.too_large == 2
   docs, stats = read(p, ReaderConfig(max_doc_chars=100))
   assert docs == [] and stats.too_large == 1
 
@@ -245,9 +245,9 @@ def test_globs_order_and_stable_ids(tmp_path):
       'a/1.jsonl', 'a/deep/3.jsonl.gz', 'b/2.jsonl', 'c.txt']
   assert readers.list_files([f'{root}/./c.txt', f'{root}/c.txt']) == [os.path.join(root, 'c.txt')]
   docs, stats = readers.read_files(files, ReaderConfig())
-  assert [d.id for d in docs] == ['00000/000000000', '00000/000000001', '00000/000000002',
-                                  '00001/000000000', '00001/000000001', '00001/000000002',
-                                  '00002/000000000', '00002/000000001', '00002/000000002', '00003/000000000']
+  # Ids are '<path as listed>#<record>': sorted ids are files in path order, records in order.
+  assert [d.id for d in docs] == [f'{f}#{r:09d}' for f, n in zip(files, (3, 3, 3, 1)) for r in range(n)]
+  assert [d.id for d in docs] == sorted(d.id for d in docs)
   assert [d.text for d in docs][:4] == ['a/1.jsonl #0', 'a/1.jsonl #1', 'a/1.jsonl #2', 'a/deep/3.jsonl.gz #0']
   assert [d.source for d in docs][-1] == files[3]
   assert [s.records for s in stats] == [3, 3, 3, 1] and [s.path for s in stats] == files
@@ -371,7 +371,7 @@ WARC_RECORDS = [
 def test_warc_html_extraction(tmp_path, extractor):
   p = write(tmp_path / 'crawl.warc.gz', warc_bytes(WARC_RECORDS))
   docs, stats = read(p, ReaderConfig(extractor=extractor))
-  assert [d.id for d in docs] == ['00000/000000002', '00000/000000007', '00000/000000008', '00000/000000009']
+  assert [d.id for d in docs] == ['f#000000002', 'f#000000007', 'f#000000008', 'f#000000009']
   assert [d.meta['url'] for d in docs] == ['https://ex.com/a', 'https://ex.com/noct', 'https://ex.com/latin',
                                            'https://ex.com/badutf']
   assert docs[0].meta['date'] == '2024-05-01T10:00:00Z' and docs[0].meta['warc_record_id'].startswith('<urn:uuid:')
@@ -396,7 +396,7 @@ def test_warc_gzip_per_record_whole_file_and_plain_agree(tmp_path):
     docs, stats = read(write(tmp_path / name, data), ReaderConfig(extractor='resiliparse'))
     results[name] = [(d.id, d.text) for d in docs]
     assert stats.records == 3 and not stats.truncated and not stats.errors, name
-  assert results['rec.warc.gz'][0][0] == '00000/000000001'  # record 0 is the warcinfo
+  assert results['rec.warc.gz'][0][0] == 'f#000000001'  # record 0 is the warcinfo
   assert 'Page 2' in results['rec.warc.gz'][2][1]
   assert results['rec.warc.gz'] == results['whole.warc.gz'] == results['plain.warc']
 
@@ -437,6 +437,6 @@ def test_wet_conversion_records(tmp_path):
   p = write(tmp_path / 'x.warc.wet.gz', warc_bytes(records))
   docs, stats = read(p)
   assert [(d.id, d.text, d.meta['url']) for d in docs] == [
-      ('00000/000000001', text0, 'https://ex.com/0'), ('00000/000000003', 'Seite zwei über \ufffd', 'https://ex.com/2')]
+      ('f#000000001', text0, 'https://ex.com/0'), ('f#000000003', 'Seite zwei über \ufffd', 'https://ex.com/2')]
   assert docs[0].meta['date'] == '2024-05-01T10:00:00Z'
   assert (stats.records, stats.empty_text, stats.decode_errors, stats.truncated) == (2, 1, 1, False)
