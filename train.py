@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 from absl import app, flags
@@ -30,7 +31,14 @@ def main(argv) -> None:
   cfg, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError('--workdir is required (e.g. --workdir=runs/default)')
-  run(cfg, workdir)
+  from llm.checkpoint import CheckpointMismatch
+  from llm.data import DataError
+  from llm.run import ConfigError, NonFiniteLoss
+  try:
+    run(cfg, workdir)
+  except (ConfigError, DataError, CheckpointMismatch, NonFiniteLoss) as e:  # expected: one message, no traceback
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
 
 
 def run(cfg, workdir: str) -> dict:
@@ -44,7 +52,7 @@ def run(cfg, workdir: str) -> dict:
   from clu import metric_writers, periodic_actions
 
   from llm import checkpoint, data, perf, sampling, sharding, trainer
-  from llm.run import MetricsLog, PreemptionGuard, check_finite, data_config, model_config, optim_config
+  from llm.run import ConfigError, MetricsLog, PreemptionGuard, check_finite, data_config, model_config, optim_config
 
   if 'JAX_COORDINATOR_ADDRESS' in os.environ or 'TPU_WORKER_HOSTNAMES' in os.environ:
     jax.distributed.initialize()  # multi-host: one process per host
@@ -57,7 +65,7 @@ def run(cfg, workdir: str) -> dict:
   dp = mesh.shape['data'] * mesh.shape['fsdp']
   tc = cfg.train
   if tc.batch_size % (dp * tc.accum_steps):
-    raise ValueError(
+    raise ConfigError(
         f'train.batch_size={tc.batch_size} is not divisible by the data-parallel size {dp} '
         f'(mesh data*fsdp) times train.accum_steps={tc.accum_steps}; use a multiple of {dp * tc.accum_steps}')
 

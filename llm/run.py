@@ -31,21 +31,25 @@ _MODEL_OVERRIDES = ('family', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd
                     'vocab_multiple', 'remat', 'scan_layers')
 
 
+class ConfigError(ValueError):
+  """A config that cannot run as given; the message names the fields to change."""
+
+
 def model_config(cfg, vocab_size: int, backend: str) -> ModelConfig:
   """ModelConfig from ``cfg.model`` (size table + overrides); 'auto' choices follow the backend."""
   m = cfg.model
   overrides = {k: m[k] for k in _MODEL_OVERRIDES if m.get(k) is not None}
   overrides.setdefault('max_seq_len', cfg.data.seq_len)
   if overrides['max_seq_len'] < cfg.data.seq_len:
-    raise ValueError(f'model.max_seq_len={overrides["max_seq_len"]} is shorter than data.seq_len='
-                     f'{cfg.data.seq_len}; raise it or shorten the rows')
+    raise ConfigError(f'model.max_seq_len={overrides["max_seq_len"]} is shorter than data.seq_len='
+                      f'{cfg.data.seq_len}; raise it or shorten the rows')
   dtype = m.dtype if m.dtype != 'auto' else ('float32' if backend == 'cpu' else 'bfloat16')
   attention = m.attention if m.attention != 'auto' else ('cudnn' if backend == 'gpu' else 'xla')
   if attention == 'cudnn' and backend != 'gpu':
-    raise ValueError(f"model.attention='cudnn' needs an NVIDIA GPU (backend is {backend}); use 'xla'")
+    raise ConfigError(f"model.attention='cudnn' needs an NVIDIA GPU (backend is {backend}); use 'xla'")
   if attention == 'cudnn' and dtype not in ('bfloat16', 'float16'):
-    raise ValueError(f"model.attention='cudnn' computes in bfloat16/float16 only, but model.dtype={dtype!r}; "
-                     f"set --config.model.dtype=bfloat16 or --config.model.attention=xla")
+    raise ConfigError(f"model.attention='cudnn' computes in bfloat16/float16 only, but model.dtype={dtype!r}; "
+                      f"set --config.model.dtype=bfloat16 or --config.model.attention=xla")
   dense_grad = m.dense_grad if m.dense_grad != 'auto' else ('pretransposed' if backend == 'cpu' else 'xla')
   return config_for_size(m.size, vocab_size, dtype=dtype, attention=attention, dense_grad=dense_grad, **overrides)
 

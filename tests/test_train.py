@@ -101,6 +101,17 @@ def test_batch_not_divisible_by_data_parallel_size(tmp_path):
     train.run(c, str(tmp_path / 'run'))
 
 
+def test_command_line_prints_one_message_for_bad_input(tmp_path):
+  (tmp_path / 'empty.txt').write_text('')
+  cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--config=' + os.path.join(ROOT, 'configs/default.py:smoke=True'),
+         '--workdir=' + str(tmp_path / 'run'), f'--config.data.sources={tmp_path}/empty.txt']
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+  assert 'Traceback' not in out.stdout + out.stderr
+  errors = [l for l in out.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and 'empty.txt' in errors[0] and 'empty' in errors[0]
+
+
 def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
   wd = str(tmp_path / 'run')
   cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--config=' + os.path.join(ROOT, 'configs/default.py:smoke=True'),
