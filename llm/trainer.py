@@ -40,7 +40,7 @@ class OptimConfig:
   b1: float = 0.9
   b2: float = 0.95
   eps: float = 1e-8
-  weight_decay: float = 0.1  # applied to matrices only, not norms, biases
+  weight_decay: float = 0.1  # on matrices and embeddings, not norms or biases (see DECAY_BY_NAME)
   grad_clip: float = 1.0  # global-norm clipping; 0 disables
   accum_steps: int = 1  # microbatches per step (gradient accumulation)
 
@@ -64,6 +64,50 @@ def make_optimizer(cfg: OptimConfig, decay_mask: Params) -> optax.GradientTransf
   parts.append(optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=cfg.weight_decay, mask=decay_mask))
   return optax.chain(*parts)
+
+
+# Weight decay by what a parameter is, read from its name: llm/model.py names every
+# parameter by its role (w_* projection matrices, b_* biases, the norms' scale/bias).
+# Rank cannot tell: the GPT-2 family's q/k/v biases are [heads, head_dim], two axes.
+# Matrices decay, biases and norm parameters do not. Embeddings decay too: the token
+# table (embed_vd, which is also the output head when tied), the untied head (head_dv)
+# and the learned position table (pos_td), as GPT-2/nanoGPT decay every 2-D weight;
+# this is what the rank rule did for them before. A name in neither table raises, so a
+# new parameter cannot silently get (or miss) weight decay.
+DECAY_BY_NAME: dict[str, bool] = {
+    'embed_vd': True, 'head_dv': True, 'pos_td': True,  # embeddings
+    'scale': False, 'bias': False,  # norms
+}
+DECAY_BY_PREFIX: tuple[tuple[str, bool], ...] = (('w_', True), ('b_', False))
+
+
+def decays(path: tuple[str, ...], axes: tuple[str | None, ...]) -> bool:
+  """Whether the parameter at ``path`` (e.g. ('blocks', 'attn', 'w_q_dnh')) gets weight decay.
+
+  ``axes`` are its logical axis names; a parameter classified as a matrix must have at
+  least two besides 'layers'. Raises ValueError for a name no rule covers.
+  """
+  name = str(path[-1])
+  decay = DECAY_BY_NAME.get(name)
+  if decay is None:
+    decay = next((d for prefix, d in DECAY_BY_PREFIX if name.startswith(prefix)), None)
+  where = '/'.join(map(str, path))
+  if decay is None:
+    raise ValueError(f'parameter {where} has no weight-decay rule; name it w_* (matrix, decayed) or b_* '
+                     f'(bias, not decayed), or add it to DECAY_BY_NAME in llm/trainer.py')
+  if decay and len([a for a in axes if a != 'layers']) < 2:
+    raise ValueError(f'parameter {where} is decayed as a matrix but has axes {axes}; '
+                     f'a vector should be named b_* or listed in DECAY_BY_NAME')
+  return decay
+
+
+def weight_decay_mask(var_state: nnx.State) -> Params:
+  """Pure-dict tree of bools, True for parameters that get weight decay (see ``decays``)."""
+  def one(path, var):
+    keys = tuple(getattr(k, 'key', k) for k in path)
+    return decays(keys, tuple(var.get_metadata().get('axes') or ()))
+  mask = jax.tree_util.tree_map_with_path(one, var_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return nnx.to_pure_dict(mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +134,7 @@ def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh) -> M
   abstract = nnx.eval_shape(lambda: Transformer(model_cfg, jax.random.key(0)))
   graphdef, var_state = nnx.split(abstract)
   specs = nnx.to_pure_dict(sharding.param_specs(var_state, mesh))
-  def decays(var):  # matrices decay; vectors (norm scales, biases) do not
-    axes = [a for a in var.get_metadata()['axes'] if a != 'layers']
-    return len(axes) >= 2
-  decay_mask = nnx.to_pure_dict(jax.tree.map(decays, var_state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+  decay_mask = weight_decay_mask(var_state)
   optimizer = make_optimizer(optim_cfg, decay_mask)
   abstract_params = nnx.to_pure_dict(var_state)
   opt_shapes = jax.eval_shape(optimizer.init, abstract_params)

@@ -1,8 +1,11 @@
 """Tests of llm/data.py and llm/tokenizer.py: packing, splits, the tf.data stream, errors, tokenizers."""
 
+import collections
 import gzip
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,6 +112,102 @@ def test_document_split_deterministic_fraction_and_duplicates():
   # Another fraction moves documents accordingly.
   _, val3 = data.split_documents(docs, data.DataConfig(sources='x', split='document', val_fraction=0.3))
   assert abs(len(val3) / len(docs) - 0.3) < 0.03 and set(val) <= set(val3)
+
+
+def _tricky_documents() -> list[str]:
+  """Documents a sloppy split gets wrong: whitespace padding, duplicates, non-ASCII text."""
+  docs = [f'document {i}: some text' for i in range(60)]
+  # The same text with different padding: distinct documents that must stay as they are.
+  for i in range(40):
+    base = f'padded {i}'
+    docs += [base, f' {base}', f'{base}\n', f'\t{base}  ', f'\n\n{base}\n\n']
+  docs += ['dup'] * 3 + [' dup '] * 2 + ['dup\n'] * 2  # exact duplicates and padded duplicates
+  docs += ['héllo wörld', 'he\u0301llo wo\u0308rld', '日本語のテキスト', 'Ελληνικά κείμενα', '🙂 emoji 🙂',
+           'ROMEO:\r\nCRLF lines\r\n', '\u00a0no-break spaces\u00a0', 'zero\u200bwidth']
+  return docs
+
+
+def _assert_partition(docs, train, val):
+  """train and val are docs split in order: each document exactly once, no text on both sides."""
+  assert collections.Counter(train) + collections.Counter(val) == collections.Counter(docs)
+  assert not set(train) & set(val)
+  val_set = set(val)
+  assert train == [d for d in docs if d not in val_set] and val == [d for d in docs if d in val_set]
+
+
+_SPLIT_SCRIPT = """
+import json, sys
+from llm import data
+docs = json.load(open(sys.argv[1], encoding='utf-8'))
+cfg = data.DataConfig(sources='x', split='document', val_fraction=float(sys.argv[2]))
+train, val = data.split_documents(docs, cfg)
+print(json.dumps({'train': train, 'val': val}))
+"""
+
+
+def test_document_split_is_the_same_in_every_process(tmp_path):
+  """The split must not depend on Python's per-process string hash salt (PYTHONHASHSEED)."""
+  docs = _tricky_documents()
+  path = tmp_path / 'docs.json'
+  path.write_text(json.dumps(docs), encoding='utf-8')
+  cfg = data.DataConfig(sources='x', split='document', val_fraction=0.5)
+  train, val = data.split_documents(docs, cfg)
+  results = []
+  for seed in ('0', '12345', 'random'):
+    env = {**os.environ, 'PYTHONHASHSEED': seed, 'PYTHONPATH': ROOT}
+    proc = subprocess.run([sys.executable, '-c', _SPLIT_SCRIPT, str(path), '0.5'], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results.append(json.loads(proc.stdout))
+  for r in results:
+    assert r == {'train': train, 'val': val}
+  assert train and val
+
+
+def test_document_split_partitions_documents_exactly():
+  docs = _tricky_documents()
+  for f in (0.1, 0.5, 0.9):
+    train, val = data.split_documents(docs, data.DataConfig(sources='x', split='document', val_fraction=f))
+    _assert_partition(docs, train, val)
+    assert train and val
+  train, val = data.split_documents(docs, data.DataConfig(sources='x', split='document', val_fraction=0.0))
+  assert train == docs and val == []
+  # On many documents the validation share is about val_fraction.
+  many = [f'{" " * (i % 3)}doc {i} ✓ 日本{chr(0x3b1 + i % 20)}{chr(10) * (i % 2)}' for i in range(6000)]
+  train, val = data.split_documents(many, data.DataConfig(sources='x', split='document', val_fraction=0.2))
+  _assert_partition(many, train, val)
+  assert abs(len(val) / len(many) - 0.2) < 0.02, len(val) / len(many)
+
+
+def test_tail_split_partitions_each_document():
+  """train part + validation part == the document; a whitespace-only validation tail is dropped."""
+  cfg = data.DataConfig(sources='x', split='tail', val_fraction=0.1)
+  docs = [
+      _lines(100),  # ends with a newline
+      _lines(100).rstrip('\n'),  # does not
+      'héllo wörld ✓ 日本語\n' * 50,  # non-ASCII lines
+      'line one\r\n' * 40,  # CRLF
+      '  padded at both ends\n' * 30 + '   ',
+      'x' * 1000,  # no newline at all: cut by characters
+      'a' * 90 + '\n' + ' ' * 9 + '\n',  # the validation tail is whitespace only
+  ]
+  parts = []
+  for d in docs:
+    train, val = data.split_documents([d], cfg)
+    assert len(train) <= 1 and len(val) <= 1
+    t, v = (train or [''])[0], (val or [''])[0]
+    parts.append((t, v))
+    if val:
+      assert t + v == d
+    else:
+      assert d.startswith(t) and d[len(t):].strip() == ''
+    if '\n' in d[int(len(d) * 0.9):-1]:  # a line boundary after the nominal cut: cut there
+      assert t.endswith('\n'), repr(t[-20:])
+    assert abs(len(d) - len(t) - 0.1 * len(d)) <= max(len(line) for line in d.split('\n')) + 1
+  assert parts[-1][1] == ''
+  # Splitting the list is splitting each document, in order.
+  train, val = data.split_documents(docs, cfg)
+  assert train == [t for t, _ in parts if t] and val == [v for _, v in parts if v]
 
 
 def test_split_errors():
