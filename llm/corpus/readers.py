@@ -1,9 +1,9 @@
 """Readers: raw input files (text, JSONL, WET, WARC; optionally gzipped) -> ``Doc`` records.
 
   files = list_files('data/raw/**/*.jsonl.gz,data/crawl/*.warc.gz')
-  for i, path in enumerate(files):
+  for path in files:
     stats = FileStats(path)
-    for doc in read_file(path, i, ReaderConfig(), stats):
+    for doc in read_file(path, path, ReaderConfig(), stats):  # ids '<path>#<record>'
       ...
 
 Principles:
@@ -36,21 +36,19 @@ the resiliparse extractor (~0.45 ms) and ~2% with trafilatura (~2.8 ms).
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
-import functools
 import glob
 import json
 import os
-import re
 import zlib
 from typing import Callable, Iterator, Sequence
 
 from llm.corpus.document import CorpusInputError, Doc, FileStats, make_id
+from llm.corpus.html import DEFAULT_EXTRACTION, EXTRACTION_MODES, EXTRACTORS, decode_html, http_charset, make_extractor
 
 FORMATS = ('text', 'jsonl', 'wet', 'warc')
 DOC_SEPARATORS = ('file', 'blank_line', 'line')
-EXTRACTORS = ('trafilatura', 'resiliparse')
+# EXTRACTORS and EXTRACTION_MODES come from llm.corpus.html (HTML decoding and extraction).
 
 _EXTENSIONS = (  # checked in order, on the lower-cased name without a trailing '.gz'
     ('.txt', 'text'),
@@ -75,6 +73,9 @@ class ReaderConfig:
   text_field: str = 'text'  # JSONL field with the text; every other field goes into Doc.meta
   doc_separator: str = 'file'  # plain text: 'file' (whole file is one doc), 'blank_line', 'line'
   extractor: str = 'trafilatura'  # WARC HTML -> text: 'trafilatura' (FineWeb's choice) or 'resiliparse' (faster)
+  # trafilatura setting: 'adaptive' (fast path, full fallback when it finds < 250 chars), 'fast',
+  # 'precision' (fallback on every page), 'balanced', 'recall'; measured in README.md
+  extraction: str = DEFAULT_EXTRACTION
   max_doc_chars: int = 5_000_000  # longer records are skipped and counted (too_large)
   format: str = 'auto'  # 'auto' (by extension) or one of 'text', 'jsonl', 'wet', 'warc'
 
@@ -84,6 +85,8 @@ class ReaderConfig:
       raise CorpusInputError(f'--config.reader.doc_separator={self.doc_separator!r} is not one of {DOC_SEPARATORS}')
     if self.extractor not in EXTRACTORS:
       raise CorpusInputError(f'--config.reader.extractor={self.extractor!r} is not one of {EXTRACTORS}')
+    if self.extraction not in EXTRACTION_MODES:
+      raise CorpusInputError(f'--config.reader.extraction={self.extraction!r} is not one of {EXTRACTION_MODES}')
     if self.format != 'auto' and self.format not in FORMATS:
       raise CorpusInputError(f"--config.reader.format={self.format!r} is not 'auto' or one of {FORMATS}")
     if self.max_doc_chars <= 0:
@@ -146,10 +149,11 @@ def detect_format(path: str) -> str:
       'in that format)')
 
 
-def read_file(path: str, file_index: int, cfg: ReaderConfig, stats: FileStats) -> Iterator[Doc]:
+def read_file(path: str, file_id: str, cfg: ReaderConfig, stats: FileStats) -> Iterator[Doc]:
   """Lazily yields the documents of one file and fills ``stats`` as it goes.
 
-  Doc ids are ``make_id(file_index, record_index)``; ``record_index`` is the 0-based line
+  Doc ids are ``make_id(file_id, record_index)``: ``file_id`` is the path as listed by
+  ``list_files`` in the pipeline (so an id depends on its own file only); ``record_index`` is the 0-based line
   number for JSONL and ``line`` text, the paragraph number for ``blank_line`` text, the
   WARC record number (all record types) for WARC/WET, and 0 for ``file`` text.
 
@@ -165,21 +169,21 @@ def read_file(path: str, file_index: int, cfg: ReaderConfig, stats: FileStats) -
   fmt = cfg.format if cfg.format != 'auto' else detect_format(path)
   source = _Input(path)  # opens the file: a missing file raises here, not on first next()
   if fmt == 'text':
-    gen = _read_text(source, file_index, cfg, stats)
+    gen = _read_text(source, file_id, cfg, stats)
   elif fmt == 'jsonl':
-    gen = _read_jsonl(source, file_index, cfg, stats)
+    gen = _read_jsonl(source, file_id, cfg, stats)
   else:
-    gen = _read_warc(source, file_index, cfg, stats, wet=fmt == 'wet')
+    gen = _read_warc(source, file_id, cfg, stats, wet=fmt == 'wet')
   return _finish(gen, source, stats)
 
 
 def read_files(paths: Sequence[str], cfg: ReaderConfig) -> tuple[list[Doc], list[FileStats]]:
-  """Reads every file into memory (small inputs and tests); ``file_index`` is the position in ``paths``."""
+  """Reads every file into memory (small inputs and tests); each path is its documents' file id."""
   docs: list[Doc] = []
   all_stats: list[FileStats] = []
-  for i, path in enumerate(paths):
+  for path in paths:
     stats = FileStats(path)
-    docs.extend(read_file(path, i, cfg, stats))
+    docs.extend(read_file(path, path, cfg, stats))
     all_stats.append(stats)
   return docs, all_stats
 
@@ -388,7 +392,7 @@ def _decode(data: bytes, encoding: str = 'utf-8') -> tuple[str, str]:
     return data.decode(encoding, errors='replace'), f'bytes that are not valid {encoding} (first at byte {e.start})'
 
 
-def _emit(text: str, decode_error: str, record_index: int, file_index: int, source: str, meta: dict,
+def _emit(text: str, decode_error: str, record_index: int, file_id: str, source: str, meta: dict,
           cfg: ReaderConfig, stats: FileStats, notes: _Notes, what: str) -> Doc | None:
   """Applies the checks every format shares; returns the Doc to yield or None (counted)."""
   if not text.strip():
@@ -404,7 +408,7 @@ def _emit(text: str, decode_error: str, record_index: int, file_index: int, sour
     stats.decode_errors += 1
     notes('decode', f'{what} {record_index}: {decode_error}; decoded with U+FFFD replacement')
   stats.records += 1
-  return Doc(id=make_id(file_index, record_index), text=text, source=source, meta=meta)
+  return Doc(id=make_id(file_id, record_index), text=text, source=source, meta=meta)
 
 
 def _count_too_large_bytes(n_bytes: int, record_index: int, cfg: ReaderConfig, stats: FileStats, notes: _Notes,
@@ -438,7 +442,7 @@ def _cut_here(line: bytes, source: _Input) -> bool:
 # ----------------------------------------------------------------------------- text
 
 
-def _read_text(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileStats) -> Iterator[Doc]:
+def _read_text(source: _Input, file_id: str, cfg: ReaderConfig, stats: FileStats) -> Iterator[Doc]:
   notes = _Notes(stats)
   # A UTF-8 character is at most 4 bytes, so a record over 4 * max_doc_chars bytes is
   # certainly too long: that bounds what is buffered, whatever the file holds.
@@ -457,7 +461,7 @@ def _read_text(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
     if not data or source.truncated:  # empty (counted by _finish) or cut: the one record is incomplete
       return
     text, err = _decode(data)
-    doc = _emit(text, err, 0, file_index, path, {}, cfg, stats, notes, 'file')
+    doc = _emit(text, err, 0, file_id, path, {}, cfg, stats, notes, 'file')
     if doc:
       yield doc
     return
@@ -472,7 +476,7 @@ def _read_text(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
       if not line.strip():
         continue  # blank lines separate nothing in this mode; not counted
       text, err = _decode(line.rstrip(b'\r\n'))
-      doc = _emit(text, err, index, file_index, path, {}, cfg, stats, notes, 'line')
+      doc = _emit(text, err, index, file_id, path, {}, cfg, stats, notes, 'line')
       if doc:
         yield doc
     return
@@ -488,7 +492,7 @@ def _read_text(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
       _count_too_large_bytes(byte_limit, index, cfg, stats, notes, 'paragraph')
       return None
     text, err = _decode(b''.join(para).rstrip(b'\r\n'))
-    return _emit(text, err, index, file_index, path, {}, cfg, stats, notes, 'paragraph')
+    return _emit(text, err, index, file_id, path, {}, cfg, stats, notes, 'paragraph')
 
   for line in _lines(source, byte_limit + 2):
     if line is not None and _cut_here(line, source):
@@ -515,7 +519,7 @@ def _read_text(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
 # ----------------------------------------------------------------------------- JSONL
 
 
-def _read_jsonl(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileStats) -> Iterator[Doc]:
+def _read_jsonl(source: _Input, file_id: str, cfg: ReaderConfig, stats: FileStats) -> Iterator[Doc]:
   notes = _Notes(stats)
   # JSON escapes can take up to 12 bytes per character ('\ud83d\ude00'), and other fields
   # add to the line: lines longer than this cannot hold an acceptable text.
@@ -552,7 +556,7 @@ def _read_jsonl(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileS
       notes('missing_text', f'line {index}: no string field {field!r} (fields: {have}); '
             'if the text is in another field, pass --config.reader.text_field=<that field> (skipped)')
       continue
-    doc = _emit(text, err, index, file_index, source.path, record, cfg, stats, notes, 'line')
+    doc = _emit(text, err, index, file_id, source.path, record, cfg, stats, notes, 'line')
     if doc:
       yield doc
 
@@ -560,43 +564,14 @@ def _read_jsonl(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileS
 # ----------------------------------------------------------------------------- WARC / WET
 
 
-@functools.lru_cache(maxsize=None)
-def _extractor(name: str) -> Callable[[str, str], str | None]:
-  """``extract(html, url) -> text or None``; imported on first use (trafilatura takes ~1 s to import)."""
-  if name == 'trafilatura':
-    import trafilatura  # pylint: disable=import-outside-toplevel
-
-    def extract(html: str, url: str) -> str | None:
-      # fast=True skips the readability/jusText fallback comparison, which costs about as
-      # much again per page and rarely changes the text; favor_precision and no comments
-      # follow FineWeb's datatrove settings. deduplicate stays off: its cache is global
-      # to the process, so output would depend on which pages a worker saw before.
-      return trafilatura.extract(html, url=url or None, fast=True, favor_precision=True, include_comments=False,
-                                 include_tables=True, include_images=False, include_links=False,
-                                 deduplicate=False, with_metadata=False)
-
-    return extract
-  from resiliparse.extract.html2text import extract_plain_text  # pylint: disable=import-outside-toplevel
-
-  def extract_resiliparse(html: str, url: str) -> str | None:
-    del url
-    return extract_plain_text(html, main_content=True)
-
-  return extract_resiliparse
-
-
-_CHARSET = re.compile(r'charset\s*=\s*["\']?([^"\'\s;,]+)', re.I)
+def _extractor(name: str, mode: str = DEFAULT_EXTRACTION) -> Callable[[str, str], str | None]:
+  """``extract(html, url) -> text or None`` (``llm.corpus.html.make_extractor``; imported on first use)."""
+  return make_extractor(name, mode)
 
 
 def _http_charset(content_type: str | None) -> str:
-  """The codec named by an HTTP Content-Type header, or 'utf-8' if none or unknown."""
-  m = _CHARSET.search(content_type or '')
-  if m:
-    try:
-      return codecs.lookup(m.group(1)).name
-    except LookupError:
-      pass
-  return 'utf-8'
+  """The codec named by an HTTP Content-Type header (WHATWG label mapping), or 'utf-8' if none or unknown."""
+  return http_charset(content_type) or 'utf-8'
 
 
 def _is_html(content_type: str | None, body: bytes) -> bool:
@@ -607,7 +582,7 @@ def _is_html(content_type: str | None, body: bytes) -> bool:
   return b'<html' in head or b'<!doctype html' in head
 
 
-def _read_warc(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileStats, wet: bool) -> Iterator[Doc]:
+def _read_warc(source: _Input, file_id: str, cfg: ReaderConfig, stats: FileStats, wet: bool) -> Iterator[Doc]:
   from warcio.archiveiterator import ArchiveIterator  # pylint: disable=import-outside-toplevel
   notes = _Notes(stats)
   text_cap = 4 * cfg.max_doc_chars  # see _read_text
@@ -621,7 +596,7 @@ def _read_warc(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
           f'"WARC/1.x" record header; nothing was read from it (if it holds another format, rename it or '
           'pass --config.reader.format=...)')
     return
-  extract = None if wet else _extractor(cfg.extractor)
+  extract = None if wet else _extractor(cfg.extractor, cfg.extraction)
   wanted = 'conversion' if wet else 'response'
   records = iter(ArchiveIterator(source))
   index = -1
@@ -686,7 +661,10 @@ def _read_warc(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
       if len(body) > html_cap:
         _count_too_large_bytes(html_cap, index, cfg, stats, notes, 'HTML record')
         continue
-      html, err = _decode(body, _http_charset(content_type))
+      # Header charset, BOM, the page's own <meta>/XML declaration, then a detector: a page
+      # decoded without errors by any of them is not a decode error (llm.corpus.html).
+      decoded = decode_html(body, content_type)
+      html, err = decoded.text, decoded.error
       try:
         text = extract(html, meta['url'])
       except Exception as e:  # pylint: disable=broad-except  (an extractor bug must not stop the run)
@@ -697,6 +675,6 @@ def _read_warc(source: _Input, file_index: int, cfg: ReaderConfig, stats: FileSt
         stats.extract_failed += 1
         notes('extract', f'record {index} ({meta["url"]}): {cfg.extractor} extraction failed ({fail}) (skipped)')
         continue
-    doc = _emit(text, err, index, file_index, source.path, meta, cfg, stats, notes, 'record')
+    doc = _emit(text, err, index, file_id, source.path, meta, cfg, stats, notes, 'record')
     if doc:
       yield doc
