@@ -68,6 +68,23 @@ def our_rule_decisions(inputs: str) -> dict[str, dict[str, bool]]:
   return out
 
 
+def cpu_model() -> str:
+  """The CPU's model name and its widest vector extension (results differ between machines)."""
+  name, flags = 'unknown CPU', set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and name == 'unknown CPU':
+          name = value.strip()
+        elif key.strip() == 'flags' and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  simd = 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2' if flags else ''
+  return f'{name}, {os.cpu_count()} cores' + (f', {simd}' if simd else '')
+
+
 def _agreement(a: dict[str, Any], b: dict[str, Any], key) -> tuple[int, int]:
   both = [i for i in a if i in b and key(a[i]) is not None and key(b[i]) is not None]
   return sum(key(a[i]) == key(b[i]) for i in both), len(both)
@@ -88,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument('--no_all_rules', action='store_true', help='stop at the first failing rule (no overlap stats)')
   args = p.parse_args(argv)
   os.makedirs(args.work_dir, exist_ok=True)
-  result: dict[str, Any] = {'inputs': args.inputs, 'machine': f'{os.cpu_count()} CPUs ({os.uname().machine})'}
+  result: dict[str, Any] = {'inputs': args.inputs, 'machine': cpu_model()}
+  print(f'machine: {result["machine"]}', flush=True)
 
   ours_json = os.path.join(args.work_dir, 'ours.json')
   if args.ours == 'run':
