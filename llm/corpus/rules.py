@@ -22,24 +22,40 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import unicodedata
 from collections import Counter
 from typing import Callable
 
 import numpy as np
 
 from llm.corpus.document import CorpusInputError
-from llm.corpus.text import ABBREVIATIONS, Analysis
+from llm.corpus.text import Analysis, tokens
 
+# Characters that end a sentence: datatrove's TERMINAL_PUNCTUATION (Unicode's
+# Sentence_Terminal property), FineWeb's line-end test.
+TERMINAL_PUNCTUATION = tuple(
+    '!.?\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964\u0965\u104a'
+    '\u104b\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803\u1809\u1944\u1945'
+    '\u1aa8\u1aa9\u1aaa\u1aab\u1b5a\u1b5b\u1b5e\u1b5f\u1b7d\u1b7e\u1c3b\u1c3c\u1c7e\u1c7f\u203c\u203d'
+    '\u2047\u2048\u2049\u2e2e\u2e3c\u2e53\u2e54\u3002\ua4ff\ua60e\ua60f\ua6f3\ua6f7\ua876\ua877\ua8ce'
+    '\ua8cf\ua92f\ua9c8\ua9c9\uaa5d\uaa5e\uaa5f\uaaf0\uaaf1\uabeb\ufe52\ufe56\ufe57\uff01\uff0e\uff1f'
+    '\uff61\U00010a56\U00010a57\U00010f55\U00010f56\U00010f57\U00010f58\U00010f59\U00010f86\U00010f87'
+    '\U00010f88\U00010f89\U00011047\U00011048\U000110be\U000110bf\U000110c0\U000110c1\U00011141'
+    '\U00011142\U00011143\U000111c5\U000111c6\U000111cd\U000111de\U000111df\U00011238\U00011239'
+    '\U0001123b\U0001123c\U000112a9\U0001144b\U0001144c\U000115c2\U000115c3\U000115c9\U000115ca'
+    '\U000115cb\U000115cc\U000115cd\U000115ce\U000115cf\U000115d0\U000115d1\U000115d2\U000115d3'
+    '\U000115d4\U000115d5\U000115d6\U000115d7\U00011641\U00011642\U0001173c\U0001173d\U0001173e'
+    '\U00011944\U00011946\U00011a42\U00011a43\U00011a9b\U00011a9c\U00011c41\U00011c42\U00011ef7'
+    '\U00011ef8\U00011f43\U00011f44\U00016a6e\U00016a6f\U00016af5\U00016b37\U00016b38\U00016b44'
+    '\U00016e98\U0001bc9f\U0001da88')
 # Tokens made only of these characters are "symbols", not words (Gopher counts words
-# with at least one non-symbol character). ASCII punctuation, common typographic and CJK
-# punctuation, and control characters; letters, digits and other symbols (©, €) are words,
-# as in datatrove.
+# with at least one non-symbol character): datatrove's PUNCTUATION_SET, i.e. ASCII
+# punctuation, common typographic and CJK punctuation, control characters and the
+# sentence terminals above; letters, digits and other symbols (©, €) are words.
 PUNCTUATION = frozenset(
     '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'
     '—”％１〈、━【「」，】；“《„’∶´．（–？！：～«〉》）。…►»' + ''.join(map(chr, range(0, 32))) +
-    ''.join(map(chr, range(127, 160))))
-# Characters that end a sentence (a subset of Unicode's Sentence_Terminal property).
-TERMINAL_PUNCTUATION = tuple('!.?։؝؞؟۔܀܁܂।॥၊။።፧፨។៕‼‽⁇⁈⁉。﹒﹖﹗！．？｡')
+    ''.join(map(chr, range(127, 160)))) | frozenset(TERMINAL_PUNCTUATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,18 +338,40 @@ class C4Config:
 
 
 _CITATION_RE = re.compile(r'\[\d*\]|\[edit\]|\[citation needed\]')
-# Sentence ends, as spaCy's sentencizer finds them: a run of . ! ? (and closing quotes or
-# brackets) followed by a space and more text. Single tokens with dots (U.S., 3.14, Mr.)
-# are excluded by requiring the run to follow two letters (in any script) that are not a
-# title abbreviation, a digit or a closing character. CJK full stops need no space after.
-_SENTENCE_END_RE = re.compile(
-    r'(?:(?<=[^\W\d_]{2})' + ''.join(f'(?<!\\b{a})' for a in sorted(ABBREVIATIONS)) +
-    r'|(?<=[0-9)\]"\'’”]))[.!?]+["\'’”)\]]*\s+(?=\S)|[。！？]+(?=\S)')
+# spaCy's Sentencizer.default_punct_chars (the C4 filter splits sentences with it): the
+# sentence terminals above except those Unicode added after spaCy wrote its list.
+_SENTENCE_PUNCT = frozenset(TERMINAL_PUNCTUATION) - frozenset(
+    '\u061d\u061e\u0837\u0839\u083d\u083e\u17d4\u17d5\u17d6\u17d9\u17da\u1b7d\u1b7e\u2e53\u2e54'
+    '\U00010f55\U00010f56\U00010f57\U00010f58\U00010f59\U00010f86\U00010f87\U00010f88\U00010f89'
+    '\U00011944\U00011946\U00011ef7\U00011ef8\U00011f43\U00011f44\U00016e98')
+
+
+def _is_punct(token: str) -> bool:
+  """spaCy's ``Token.is_punct``: every character is Unicode punctuation (category P*)."""
+  return all(unicodedata.category(c)[0] == 'P' for c in token)
 
 
 def count_sentences(line: str) -> int:
-  """Sentences in one line (a non-empty line is at least one sentence)."""
-  return 1 + len(_SENTENCE_END_RE.findall(line)) if line.strip() else 0
+  """Sentences spaCy's sentencizer finds in one line (0 for a blank line), as datatrove's
+  ``split_into_sentences`` counts them for the C4 filter.
+
+  A token that is one of the sentence punctuation characters (``.`` ``!`` ``?`` as tokens
+  of their own: not ``...``, ``U.S.``, ``Mr.`` or ``x.``) ends the sentence, which then
+  runs on over punctuation tokens (closing quotes, brackets, more ``!``); the next other
+  token (a word, a number, ``$``, or whitespace beyond a single space) starts a new one.
+  So ``Wednesday.The`` (split as ``Wednesday . The``) is two sentences, ``fine’.`` ends one
+  and ``boring... but`` does not.
+  """
+  if not line.strip():
+    return 0
+  n, ended = 1, False
+  for t in tokens(line):
+    if t in _SENTENCE_PUNCT:
+      ended = True
+    elif ended and not _is_punct(t):
+      n += 1
+      ended = False
+  return n
 
 
 def c4(a: Analysis, cfg: C4Config) -> Verdict:
