@@ -348,23 +348,49 @@ def test_reruns_adding_removing_and_renaming_files_equal_fresh_runs(raw, tmp_pat
     assert ('outcomes.jsonl.gz' in mine) == outcomes
     assert any(n.startswith('tfds/') for n in mine) == tfds
     assert temporary_files(reused) == []
-  # The last step holds two copies of the same file: every document of the copy that sorts
-  # second is a duplicate of the first (exact or near), never a collision.
+  # The last step holds two copies of the same file: each document of the copy that sorts
+  # second (z) meets the fate of its twin in a; where the twin survived the rules, z's copy
+  # is an exact duplicate of it, never a victim of an id collision.
   rows = read_outcomes(reused)
-  for rid, o in rows.items():
-    if rid.startswith(str(src / 'z.jsonl.gz')) and o['kept'] is False and o['removed_by'].endswith('dedup'):
-      twin = rid.replace('z.jsonl.gz', 'a.jsonl.gz')
-      assert twin in rows
-  kept_z = [o for i, o in rows.items() if i.startswith(str(src / 'z.jsonl.gz')) and o['kept']]
-  assert kept_z == []
+  z_rows = {rid: o for rid, o in rows.items() if rid.startswith(str(src / 'z.jsonl.gz') + '#')}
+  assert z_rows
+  for rid, o in z_rows.items():
+    twin = rows[rid.replace('z.jsonl.gz#', 'a.jsonl.gz#')]
+    assert not o['kept']
+    if twin['removed_by'] in pipeline.DEDUP_STAGES or twin['kept']:
+      assert o['removed_by'] == 'exact_dedup', (rid, o['removed_by'], twin['removed_by'])
+    else:
+      assert o['removed_by'] == twin['removed_by']
 
 
-def test_ids_do_not_depend_on_the_other_files(raw, tmp_path):
-  alone = pipeline.FileProcessor(make_cfg(raw, tmp_path / 'x')).process_file(str(raw / 'planted.jsonl.gz'))
+def test_ids_do_not_depend_on_the_other_files(raw, local_run, tmp_path):
+  """A file's ids are the same processed alone as among all the other inputs of a run."""
+  path = str(raw / 'planted.jsonl.gz')
+  alone = pipeline.FileProcessor(make_cfg(raw, tmp_path / 'x')).process_file(path)
   ids = [o.id for o in alone[1]]
-  assert ids == [f'{raw}/planted.jsonl.gz#{i:09d}' for i in (0, 1, 2, 3)]
+  assert ids == [f'{path}#{i:09d}' for i in (0, 1, 2, 3)]
+  in_run = sorted(i for i in read_outcomes(local_run[0]) if i.startswith(path + '#'))
+  assert in_run == ids
   from llm.corpus.document import split_id
-  assert [split_id(i) for i in ids[:2]] == [(f'{raw}/planted.jsonl.gz', 0), (f'{raw}/planted.jsonl.gz', 1)]
+  assert [split_id(i) for i in ids[:2]] == [(path, 0), (path, 1)]
+  assert split_id('dir#1/a#b.jsonl#000000007') == ('dir#1/a#b.jsonl', 7)  # '#' inside a path
+
+
+def test_damaged_cache_entry_and_done_file_are_recomputed(raw, tmp_path):
+  out = tmp_path / 'out'
+  cfg = make_cfg(raw, out)
+  pipeline.run(cfg, log=lambda *_: None)
+  before = output_bytes(out)
+  for name in os.listdir(out / 'cache'):
+    (out / 'cache' / name).write_bytes(b'not a gzip pickle')  # a disk error, a foreign file
+  (out / 'DONE').write_text('{ half written')
+  messages = []
+  pipeline.run(cfg, log=messages.append)
+  assert not any('up to date' in m for m in messages)
+  assert output_bytes(out) == before
+  messages = []
+  pipeline.run(cfg, log=messages.append)  # and the rewritten cache and DONE are good again
+  assert any('up to date' in m for m in messages)
 
 
 # ---------------------------------------------------- small and empty corpora
