@@ -41,10 +41,10 @@ import glob
 import json
 import os
 import zlib
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from llm.corpus.document import CorpusInputError, Doc, FileStats, make_id
-from llm.corpus.html import DEFAULT_EXTRACTION, EXTRACTION_MODES, EXTRACTORS, decode_html, http_charset, make_extractor
+from llm.corpus.html import DEFAULT_EXTRACTION, EXTRACTION_MODES, EXTRACTORS, decode_html, make_extractor
 
 FORMATS = ('text', 'jsonl', 'wet', 'warc')
 DOC_SEPARATORS = ('file', 'blank_line', 'line')
@@ -564,16 +564,6 @@ def _read_jsonl(source: _Input, file_id: str, cfg: ReaderConfig, stats: FileStat
 # ----------------------------------------------------------------------------- WARC / WET
 
 
-def _extractor(name: str, mode: str = DEFAULT_EXTRACTION) -> Callable[[str, str], str | None]:
-  """``extract(html, url) -> text or None`` (``llm.corpus.html.make_extractor``; imported on first use)."""
-  return make_extractor(name, mode)
-
-
-def _http_charset(content_type: str | None) -> str:
-  """The codec named by an HTTP Content-Type header (WHATWG label mapping), or 'utf-8' if none or unknown."""
-  return http_charset(content_type) or 'utf-8'
-
-
 def _is_html(content_type: str | None, body: bytes) -> bool:
   if content_type:
     mime = content_type.split(';', 1)[0].strip().lower()
@@ -596,7 +586,7 @@ def _read_warc(source: _Input, file_id: str, cfg: ReaderConfig, stats: FileStats
           f'"WARC/1.x" record header; nothing was read from it (if it holds another format, rename it or '
           'pass --config.reader.format=...)')
     return
-  extract = None if wet else _extractor(cfg.extractor, cfg.extraction)
+  extract = None if wet else make_extractor(cfg.extractor, cfg.extraction)  # imported on first use
   wanted = 'conversion' if wet else 'response'
   records = iter(ArchiveIterator(source))
   index = -1
