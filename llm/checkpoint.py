@@ -2,7 +2,9 @@
 
 Each checkpoint step directory holds two items: ``state`` (step, params, optimizer
 state; sharded arrays written in parallel by every process) and ``meta`` (JSON: the
-model config and the data position). Orbax writes into a temporary directory and
+model config, the tokenizer and the data position). ``load_params`` reads only the
+parameters (no optimizer state is read) into any mesh: the evaluation loop, fine-tuning
+and conversion tools start from it. Orbax writes into a temporary directory and
 renames it on success, so a run killed mid-save leaves nothing that ``latest_step``
 would return.
 """
@@ -16,12 +18,20 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from flax import nnx
 
-from llm.trainer import TrainState
+from llm import sharding
+from llm.model import ModelConfig, Transformer
+from llm.tokenizer import Tokenizer, make_tokenizer
+from llm.trainer import Params, TrainState
 
 
 class CheckpointMismatch(ValueError):
   """The workdir holds a checkpoint that does not belong to this run's model."""
+
+
+class CheckpointNotFound(ValueError):
+  """A workdir (or step) that holds no complete checkpoint."""
 
 
 def _as_dict(state: TrainState) -> dict:
@@ -87,3 +97,82 @@ def architecture_keys(meta: dict[str, Any]) -> dict[str, Any]:
   keep = ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
           'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'vocab_multiple', 'param_dtype')
   return {k: meta[k] for k in keep if k in meta}
+
+
+def tokenizer_meta(kind: str, spm_model: str = '') -> dict[str, str]:
+  """How to rebuild the tokenizer a model was trained with (stored in every checkpoint)."""
+  if kind == 'sentencepiece':
+    return {'kind': kind, 'spm_model': os.path.abspath(spm_model)}
+  return {'kind': kind}
+
+
+def _tokenizer_spec(workdir: str, meta: dict[str, Any]) -> dict[str, str]:
+  if 'tokenizer' in meta:
+    return meta['tokenizer']
+  # Checkpoints written before the tokenizer was recorded: the run's config.json says it.
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      data = json.load(f).get('data', {})
+    return tokenizer_meta(data.get('tokenizer', 'byte'), data.get('spm_model', ''))
+  return {'kind': 'byte'}
+
+
+def _step_dir(workdir: str) -> str:
+  """The Orbax directory of a run: ``workdir/checkpoints`` (or workdir itself if it is one)."""
+  sub = os.path.join(workdir, 'checkpoints')
+  return sub if os.path.isdir(sub) else workdir
+
+
+def load_params(workdir: str, step: int | None = None, mesh=None,
+                overrides: dict[str, Any] | None = None) -> tuple[ModelConfig, Tokenizer, Params, int]:
+  """(model config, tokenizer, parameters, step) of a training run's checkpoint.
+
+  Reads only the parameters (not the optimizer state), straight into the shardings the
+  model's logical axes give on ``mesh`` (default: one device). ``step`` None = newest.
+  ``overrides`` replace ModelConfig fields that do not change parameters (compute dtype,
+  attention kernel, scan_layers, remat). Raises CheckpointNotFound with the fix.
+  """
+  directory = os.path.abspath(_step_dir(workdir))
+  if not os.path.isdir(directory):
+    raise CheckpointNotFound(f'{workdir} does not exist; point ckpt= at the --workdir of a training run '
+                             f'(e.g. ckpt=runs/default after `python train.py --workdir=runs/default`)')
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise CheckpointNotFound(f'{workdir} holds no complete checkpoint; train first '
+                               f'(`python train.py --workdir={workdir}`) or point ckpt= at another run')
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise CheckpointNotFound(f'{workdir} has no checkpoint at step {step}; it has steps {sorted(steps)}')
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    fields = {k: v for k, v in meta['model'].items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
+    cfg = ModelConfig(**{**fields, **(overrides or {})})
+    spec = _tokenizer_spec(workdir, meta)
+    tokenizer = make_tokenizer(spec['kind'], spec.get('spm_model', ''))
+    if tokenizer.vocab_size != cfg.vocab_size:
+      raise CheckpointMismatch(f'{workdir}: the checkpoint was trained with a vocabulary of {cfg.vocab_size}, '
+                               f'but its tokenizer {spec} has {tokenizer.vocab_size} entries; '
+                               f'restore the tokenizer file the run used')
+    abstract = abstract_params(cfg, mesh)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        {'params': abstract}, restore_args=ocp.checkpoint_utils.construct_restore_args({'params': abstract}),
+        partial_restore=True)))
+  finally:
+    manager.close()
+  return cfg, tokenizer, restored.state['params'], step
+
+
+def abstract_params(cfg: ModelConfig, mesh=None) -> Params:
+  """ShapeDtypeStructs of the model's parameters, sharded by their logical axes on ``mesh``."""
+  import jax.sharding as jsh
+  var_state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, jax.random.key(0))))[1]
+  shapes = nnx.to_pure_dict(var_state)
+  if mesh is None:
+    shardings = jax.tree.map(lambda _: jsh.SingleDeviceSharding(jax.devices()[0]), shapes)
+  else:
+    shardings = sharding.named(mesh, nnx.to_pure_dict(sharding.param_specs(var_state, mesh)))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)

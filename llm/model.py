@@ -12,6 +12,13 @@ Every parameter carries logical axis names in its ``axes`` metadata (e.g. ``('em
 Parameters are float32; compute happens in ``ModelConfig.dtype`` (bfloat16 on
 accelerators) with norms, softmax and the loss in float32.
 
+The forward pass is split in two: ``Transformer.trunk`` returns the final hidden states
+(and, on request, every layer's residual stream and attention weights) and
+``Transformer.head`` turns hidden states into logits. Attention masks are built from
+query and key positions and segment ids (``attention_mask``), so the same code serves
+packed training rows, left-padded prompts decoded with a ``KVCache``, and scoring rows
+where several continuations share one context (``branches``).
+
 This module imports only jax, flax and numpy, so the throughput benchmark runs on
 machines without TensorFlow or ml_collections.
 """
@@ -49,6 +56,7 @@ class ModelConfig:
   use_bias: bool | None = None  # None: False (llama), True (gpt2)
   tie_embeddings: bool | None = None  # None: False (llama), True (gpt2)
   dropout: float = 0.0  # on embeddings and residual branches
+  causal: bool = True  # decoders attend to earlier positions only; False = bidirectional (encoders)
   rope_theta: float = 10_000.0  # RoPE base (Su et al., 2021)
   norm_eps: float = 1e-5
   vocab_multiple: int = 128  # pad the embedding rows to a multiple of this (MXU/tensor-core friendly)
@@ -235,6 +243,57 @@ def rope(x_btnh: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
   return out.astype(x_btnh.dtype)
 
 
+def attention_mask(q_pos_bt: jax.Array, k_pos_bs: jax.Array, q_seg_bt: jax.Array | None = None,
+                   k_seg_bs: jax.Array | None = None, causal: bool = True, q_branch_bt: jax.Array | None = None,
+                   k_branch_bs: jax.Array | None = None) -> jax.Array:
+  """Which keys each query may attend to: bool [b, t, s].
+
+  A query sees a key of the same segment (segment 0 is padding or an empty cache slot,
+  so it matches only padding) at the same or an earlier position when ``causal``
+  (encoders pass False). Positions, not array indices, decide causality: packed rows
+  restart positions per document, left-padded prompts start at 0 after their padding,
+  and a cache slot keeps the position of the token written into it. Branches let
+  several continuations share one context in a single row: a key of branch 0 (the
+  shared context) is visible to every branch, other keys only to their own branch.
+  """
+  mask = jnp.ones(q_pos_bt.shape + k_pos_bs.shape[1:], bool)
+  if q_seg_bt is not None:
+    mask &= q_seg_bt[:, :, None] == k_seg_bs[:, None, :]
+  if causal:
+    mask &= k_pos_bs[:, None, :] <= q_pos_bt[:, :, None]
+  if q_branch_bt is not None:
+    mask &= (k_branch_bs[:, None, :] == 0) | (k_branch_bs[:, None, :] == q_branch_bt[:, :, None])
+  return mask
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+  """Keys and values of every layer for ``S`` slots per row, written left to right.
+
+  The prompt fills slots 0..P-1 in one pass (prefill); each decoding step writes one
+  more. ``positions``/``segments`` describe the token in each slot (shared by all
+  layers); an empty slot has segment 0, so no real token attends to it.
+  """
+
+  k_lbskh: jax.Array  # [l, b, S, k, h] in the compute dtype
+  v_lbskh: jax.Array  # [l, b, S, k, h]
+  positions_bs: jax.Array  # int32 [b, S]
+  segments_bs: jax.Array  # int32 [b, S]; 0 = empty or padding
+  index: jax.Array  # int32 scalar: the next slot to write
+
+  @classmethod
+  def empty(cls, cfg: 'ModelConfig', batch: int, length: int) -> 'KVCache':
+    shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.d_head)
+    kv = constrain(jnp.zeros(shape, cfg.dtype), ('layers', 'act_batch', None, 'act_kv_heads', None))
+    zeros = constrain(jnp.zeros((batch, length), jnp.int32), ('act_batch', None))
+    return cls(kv, kv, zeros, zeros, jnp.zeros((), jnp.int32))
+
+  @property
+  def length(self) -> int:
+    return self.k_lbskh.shape[2]
+
+
 class Attention(nnx.Module):
   """Multi-head attention with grouped-query heads (Ainslie et al., 2023)."""
 
@@ -253,7 +312,10 @@ class Attention(nnx.Module):
       self.b_v_kh = _param(kv, (k, h), ('kv_heads', 'head_dim'), None, pd)
       self.b_o_d = _param(ko, (d,), ('embed',), None, pd)
 
-  def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None) -> jax.Array:
+  def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None,
+               branches_bt: jax.Array | None = None, cache: 'LayerCache | None' = None,
+               with_weights: bool = False) -> tuple[jax.Array, 'LayerCache | None', jax.Array | None]:
+    """(output [b, t, d], updated layer cache, attention weights [b, n, t, s] or None)."""
     cfg, dt = self.cfg, x_btd.dtype
     q_btnh = project('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt), cfg)
     k_btkh = project('btd,dkh->btkh', x_btd, self.w_k_dkh[...].astype(dt), cfg)
@@ -266,34 +328,62 @@ class Attention(nnx.Module):
       q_btnh = rope(q_btnh, positions_bt, cfg.rope_theta)
       k_btkh = rope(k_btkh, positions_bt, cfg.rope_theta)
     q_btnh = constrain(q_btnh, ('act_batch', 'act_length', 'act_heads', None))
-    # Packed documents: a token attends only to earlier tokens of its own segment.
-    mask_b1ts = None
-    if segments_bt is not None:
-      mask_b1ts = (segments_bt[:, None, :, None] == segments_bt[:, None, None, :])
-    if cfg.attention == 'cudnn':
-      o_btnh = jax.nn.dot_product_attention(q_btnh, k_btkh, v_btkh, mask=mask_b1ts, is_causal=True,
+    if cache is not None:
+      # Write this chunk's keys/values at the cache's next slots, then attend to all slots.
+      k_bskh = jax.lax.dynamic_update_slice_in_dim(cache.k_bskh, k_btkh.astype(cache.k_bskh.dtype), cache.index, 1)
+      v_bskh = jax.lax.dynamic_update_slice_in_dim(cache.v_bskh, v_btkh.astype(cache.v_bskh.dtype), cache.index, 1)
+      k_bskh = constrain(k_bskh, ('act_batch', None, 'act_kv_heads', None))
+      v_bskh = constrain(v_bskh, ('act_batch', None, 'act_kv_heads', None))
+      cache = dataclasses.replace(cache, k_bskh=k_bskh, v_bskh=v_bskh)
+      mask_bts = attention_mask(positions_bt, cache.positions_bs, segments_bt, cache.segments_bs, cfg.causal)
+    else:
+      k_bskh, v_bskh = k_btkh, v_btkh
+      mask_bts = None
+      if segments_bt is not None or branches_bt is not None or with_weights or cfg.attention != 'cudnn':
+        mask_bts = attention_mask(positions_bt, positions_bt, segments_bt, segments_bt, cfg.causal,
+                                  branches_bt, branches_bt)
+    weights = None
+    if cfg.attention == 'cudnn' and cache is None and branches_bt is None and not with_weights:
+      # Training and plain scoring: rows are causal by index, so cuDNN's causal kernel plus the
+      # segment mask is the same mask as attention_mask (positions increase within a segment).
+      seg_mask = None if segments_bt is None else (segments_bt[:, None, :, None] == segments_bt[:, None, None, :])
+      o_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=seg_mask, is_causal=cfg.causal,
                                             implementation='cudnn')
     else:
-      o_btnh = _xla_attention(q_btnh, k_btkh, v_btkh, mask_b1ts)
+      o_btnh, weights = _xla_attention(q_btnh, k_bskh, v_bskh, mask_bts)
     out_btd = project('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt), cfg)
     if cfg.use_bias:
       out_btd += self.b_o_d[...].astype(dt)
-    return out_btd
+    return out_btd, cache, (weights if with_weights else None)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class LayerCache:
+  """One layer's slice of a KVCache, as the layer scan hands it to a block."""
+
+  k_bskh: jax.Array
+  v_bskh: jax.Array
+  positions_bs: jax.Array
+  segments_bs: jax.Array
+  index: jax.Array
 
 
 def _xla_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
-                   mask_b1ts: jax.Array | None) -> jax.Array:
-  """Causal softmax attention in plain einsums; runs on every backend."""
+                   mask_bts: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """Softmax attention in plain einsums (runs on every backend): (output, weights [b, n, t, s]).
+
+  ``mask_bts`` None means causal by index (t == s).
+  """
   b, t, n, h = q_btnh.shape
-  k = k_bskh.shape[2]
+  s, k = k_bskh.shape[1], k_bskh.shape[2]
   q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
   logits_bkgts = jnp.einsum('btkgh,bskh->bkgts', q_btkgh, k_bskh).astype(jnp.float32) / math.sqrt(h)
-  mask_ts = jnp.tril(jnp.ones((t, t), bool))
-  mask = mask_ts if mask_b1ts is None else (mask_ts & mask_b1ts)[:, :, None]  # -> [b, 1, 1, t, s]
+  mask = jnp.tril(jnp.ones((t, s), bool)) if mask_bts is None else mask_bts[:, None, None]  # [b, 1, 1, t, s]
   logits_bkgts = jnp.where(mask, logits_bkgts, jnp.finfo(jnp.float32).min)
-  probs_bkgts = jax.nn.softmax(logits_bkgts, axis=-1).astype(v_bskh.dtype)
-  o_btkgh = jnp.einsum('bkgts,bskh->btkgh', probs_bkgts, v_bskh)
-  return o_btkgh.reshape(b, t, n, h)
+  probs_bkgts = jax.nn.softmax(logits_bkgts, axis=-1)
+  o_btkgh = jnp.einsum('bkgts,bskh->btkgh', probs_bkgts.astype(v_bskh.dtype), v_bskh)
+  return o_btkgh.reshape(b, t, n, h), probs_bkgts.reshape(b, n, t, s)
 
 
 class MLP(nnx.Module):
@@ -338,11 +428,14 @@ class Block(nnx.Module):
     self.mlp_norm = Norm(cfg)
     self.mlp = MLP(cfg, km)
 
-  def __call__(self, x_btd, positions_bt, segments_bt, dropout_key=None):
+  def __call__(self, x_btd, positions_bt, segments_bt, dropout_key=None, branches_bt=None, cache=None,
+               with_weights=False):
     k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
-    x_btd = x_btd + dropout(self.attn(self.attn_norm(x_btd), positions_bt, segments_bt), self.cfg.dropout, k1)
+    a_btd, cache, weights = self.attn(self.attn_norm(x_btd), positions_bt, segments_bt, branches_bt, cache,
+                                      with_weights)
+    x_btd = x_btd + dropout(a_btd, self.cfg.dropout, k1)
     x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd)), self.cfg.dropout, k2)
-    return constrain(x_btd, ('act_batch', 'act_length', 'act_embed'))
+    return constrain(x_btd, ('act_batch', 'act_length', 'act_embed')), cache, weights
 
 
 _REMAT_POLICIES = {
@@ -374,18 +467,34 @@ class Transformer(nnx.Module):
 
   def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array | None = None,
                segments_bt: jax.Array | None = None, dropout_key: jax.Array | None = None) -> jax.Array:
-    """Logits [b, t, padded_vocab] in float32.
+    """Logits [b, t, padded_vocab] in float32 (``head(trunk(...))``; see ``trunk`` for the inputs)."""
+    return self.head(self.trunk(tokens_bt, positions_bt, segments_bt, dropout_key=dropout_key).hidden_btd)
+
+  def trunk(self, tokens_bt: jax.Array, positions_bt: jax.Array | None = None,
+            segments_bt: jax.Array | None = None, *, branches_bt: jax.Array | None = None,
+            cache: KVCache | None = None, dropout_key: jax.Array | None = None,
+            collect: tuple[str, ...] = ()) -> 'TrunkOutput':
+    """Embeddings and blocks up to the final norm.
 
     tokens_bt: int token ids [b, t]. positions_bt: position of each token inside its
     document (default 0..t-1). segments_bt: document id of each token for packed rows
-    (tokens of different segments never attend to each other); None = one document a row.
-    dropout_key: enables dropout when given (training).
+    (tokens of different segments never attend to each other; 0 = padding); None = one
+    document a row. branches_bt: continuations sharing a context (see attention_mask).
+    cache: a KVCache to attend to and extend (decoding); its ``index`` advances by t.
+    dropout_key: enables dropout when given (training). collect: 'residuals' returns
+    each block's output [l, b, t, d], 'attention' each layer's weights [l, b, n, t, s].
     """
     cfg = self.cfg
     dt = jnp.dtype(cfg.dtype)
     b, t = tokens_bt.shape
     if positions_bt is None:
       positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    if cache is not None and segments_bt is None:
+      segments_bt = jnp.ones((b, t), jnp.int32)
+    unknown = set(collect) - {'residuals', 'attention'}
+    if unknown:
+      raise ValueError(f"collect takes 'residuals' and 'attention', got {sorted(unknown)}")
+    with_weights = 'attention' in collect
     x_btd = jnp.take(self.embed_vd[...], tokens_bt, axis=0).astype(dt)
     if cfg.positions == 'learned':
       x_btd = x_btd + jnp.take(self.pos_td[...], positions_bt, axis=0).astype(dt)
@@ -393,25 +502,49 @@ class Transformer(nnx.Module):
     x_btd = dropout(x_btd, cfg.dropout, emb_key)
     x_btd = constrain(x_btd, ('act_batch', 'act_length', 'act_embed'))
 
-    def block_fn(x_btd, block_state, key):
+    shared = None
+    if cache is not None:  # the new tokens' positions and segments go into the slots they will fill
+      shared = dict(
+          positions_bs=jax.lax.dynamic_update_slice_in_dim(cache.positions_bs, positions_bt.astype(jnp.int32),
+                                                           cache.index, 1),
+          segments_bs=jax.lax.dynamic_update_slice_in_dim(cache.segments_bs, segments_bt.astype(jnp.int32),
+                                                          cache.index, 1),
+          index=cache.index)
+
+    def block_fn(x_btd, block_state, key, kv):
       block = nnx.merge(block_graph, block_state)
-      return block(x_btd, positions_bt, segments_bt, key)
+      layer_cache = None if kv is None else LayerCache(kv[0], kv[1], **shared)
+      x_btd, layer_cache, weights = block(x_btd, positions_bt, segments_bt, key, branches_bt, layer_cache,
+                                          with_weights)
+      kv = None if layer_cache is None else (layer_cache.k_bskh, layer_cache.v_bskh)
+      return x_btd, (kv, x_btd if 'residuals' in collect else None, weights)
 
     if cfg.remat != 'none':
       block_fn = jax.checkpoint(block_fn, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
     block_graph, stacked = nnx.split(self.blocks)
     keys = (jax.random.split(layers_key, cfg.n_layers) if layers_key is not None else None)
+    kvs = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
     if cfg.scan_layers:
       def scan_body(x_btd, layer):
-        state, key = layer
-        return block_fn(x_btd, state, key), None
-      x_btd, _ = jax.lax.scan(scan_body, x_btd, (stacked, keys))
+        state, key, kv = layer
+        return block_fn(x_btd, state, key, kv)
+      x_btd, (kvs, residuals, weights) = jax.lax.scan(scan_body, x_btd, (stacked, keys, kvs))
     else:
+      outs = []
       for i in range(cfg.n_layers):
-        layer_state = jax.tree.map(lambda a: a[i], stacked)
-        x_btd = block_fn(x_btd, layer_state, None if keys is None else keys[i])
+        layer = jax.tree.map(lambda a: a[i], (stacked, keys, kvs))
+        x_btd, out = block_fn(x_btd, *layer)
+        outs.append(out)
+      kvs, residuals, weights = jax.tree.map(lambda *a: jnp.stack(a), *outs) if outs else (None, None, None)
 
-    x_btd = self.final_norm(x_btd)
+    if cache is not None:
+      cache = KVCache(kvs[0], kvs[1], shared['positions_bs'], shared['segments_bs'], cache.index + t)
+    return TrunkOutput(self.final_norm(x_btd), cache, residuals, weights)
+
+  def head(self, x_btd: jax.Array) -> jax.Array:
+    """Final hidden states [b, t, d] -> logits [b, t, padded_vocab] in float32, padding rows masked."""
+    cfg = self.cfg
+    dt = x_btd.dtype
     if cfg.tie_embeddings:
       logits_btv = jnp.einsum('btd,vd->btv', x_btd, self.embed_vd[...].astype(dt))
     else:
@@ -419,6 +552,17 @@ class Transformer(nnx.Module):
     logits_btv = constrain(logits_btv, ('act_batch', 'act_length', 'act_vocab'))
     # Padding rows of the vocabulary never win: every score below is a true log-likelihood.
     return mask_padded_vocab(logits_btv.astype(jnp.float32), cfg.vocab_size)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrunkOutput:
+  """What ``Transformer.trunk`` returns."""
+
+  hidden_btd: jax.Array  # final hidden states, after the final norm
+  cache: KVCache | None  # the extended cache when one was given
+  residuals_lbtd: jax.Array | None  # each block's output (collect='residuals')
+  attention_lbnts: jax.Array | None  # each layer's attention weights (collect='attention')
 
 
 def mask_padded_vocab(logits_btv: jax.Array, vocab_size: int) -> jax.Array:

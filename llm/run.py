@@ -43,6 +43,13 @@ def model_config(cfg, vocab_size: int, backend: str) -> ModelConfig:
   if overrides['max_seq_len'] < cfg.data.seq_len:
     raise ConfigError(f'model.max_seq_len={overrides["max_seq_len"]} is shorter than data.seq_len='
                       f'{cfg.data.seq_len}; raise it or shorten the rows')
+  return config_for_size(m.size, vocab_size, **runtime_choices(cfg, backend), **overrides)
+
+
+def runtime_choices(cfg, backend: str) -> dict[str, str]:
+  """Compute dtype, attention kernel and weight-gradient layout: fields that may differ
+  between the run that trained a checkpoint and one that resumes or evaluates it."""
+  m = cfg.model
   dtype = m.dtype if m.dtype != 'auto' else ('float32' if backend == 'cpu' else 'bfloat16')
   attention = m.attention if m.attention != 'auto' else ('cudnn' if backend == 'gpu' else 'xla')
   if attention == 'cudnn' and backend != 'gpu':
@@ -51,7 +58,7 @@ def model_config(cfg, vocab_size: int, backend: str) -> ModelConfig:
     raise ConfigError(f"model.attention='cudnn' computes in bfloat16/float16 only, but model.dtype={dtype!r}; "
                       f"set --config.model.dtype=bfloat16 or --config.model.attention=xla")
   dense_grad = m.dense_grad if m.dense_grad != 'auto' else ('pretransposed' if backend == 'cpu' else 'xla')
-  return config_for_size(m.size, vocab_size, dtype=dtype, attention=attention, dense_grad=dense_grad, **overrides)
+  return dict(dtype=dtype, attention=attention, dense_grad=dense_grad)
 
 
 def optim_config(cfg):

@@ -40,6 +40,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     'act_length': None,
     'act_embed': None,
     'act_heads': 'tensor',
+    'act_kv_heads': 'tensor',  # the KV cache's heads
     'act_mlp': 'tensor',
     'act_vocab': 'tensor',
 }

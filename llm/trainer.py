@@ -24,9 +24,14 @@ from llm import sharding
 from llm.model import ModelConfig, Transformer
 
 Params = dict[str, Any]
-# 'inputs', 'targets' and optionally 'positions', 'segments': int32 [b, t]. Without
-# 'segments' every row is one unpadded document (synthetic benchmarks).
+# 'inputs', 'targets' and optionally 'positions', 'segments', 'branches': int32 [b, t], and
+# 'loss_mask' (bool/float [b, t]: which targets count, e.g. only the response in supervised
+# fine-tuning). Without 'segments' every row is one unpadded document (synthetic benchmarks).
 Batch = dict[str, jax.Array]
+# (graphdef, params, batch, dropout_key) -> (summed loss, number of tokens it covers)
+LossFn = Callable[[nnx.GraphDef, Params, Batch, jax.Array | None], tuple[jax.Array, jax.Array]]
+# (cfg, key) -> an nnx.Module whose parameters carry logical 'axes' metadata
+ModelBuilder = Callable[[ModelConfig, jax.Array], nnx.Module]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +126,7 @@ class ModelSetup:
   optimizer: optax.GradientTransformation
   state_shardings: TrainState  # NamedSharding tree for the whole TrainState
   mesh: Mesh
+  build: ModelBuilder = Transformer  # how the model is constructed (init and abstract shapes)
 
   def abstract_state(self) -> TrainState:
     """ShapeDtypeStructs with shardings: the restore target for checkpoints."""
@@ -129,9 +135,10 @@ class ModelSetup:
                         shapes, self.state_shardings)
 
 
-def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh) -> ModelSetup:
+def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh,
+                build: ModelBuilder = Transformer) -> ModelSetup:
   """Trace the model abstractly (nothing is allocated) and derive every sharding from it."""
-  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, jax.random.key(0)))
+  abstract = nnx.eval_shape(lambda: build(model_cfg, jax.random.key(0)))
   graphdef, var_state = nnx.split(abstract)
   specs = nnx.to_pure_dict(sharding.param_specs(var_state, mesh))
   decay_mask = weight_decay_mask(var_state)
@@ -144,11 +151,11 @@ def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh) -> M
                                     is_leaf=lambda x: isinstance(x, P))
   state_specs = TrainState(step=P(), params=specs, opt_state=opt_specs)
   return ModelSetup(model_cfg, graphdef, specs, decay_mask, optimizer,
-                    sharding.named(mesh, state_specs), mesh)
+                    sharding.named(mesh, state_specs), mesh, build)
 
 
 def _init_state(setup: ModelSetup, key: jax.Array) -> TrainState:
-  params = nnx.to_pure_dict(nnx.split(Transformer(setup.cfg, key))[1])
+  params = nnx.to_pure_dict(nnx.split(setup.build(setup.cfg, key))[1])
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.optimizer.init(params))
 
 
@@ -159,38 +166,71 @@ def init_state(setup: ModelSetup, seed: int) -> TrainState:
     return init(jax.random.key(seed))
 
 
-def cross_entropy(logits_btv: jax.Array, targets_bt: jax.Array, mask_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Summed token cross-entropy over mask and the number of tokens it covers (float32)."""
+def target_logprobs(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
+  """log p(target) per token [b, t] in float32, from logits [b, t, v]."""
   logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
   target_logit_bt = jnp.take_along_axis(logits_btv, targets_bt[..., None], axis=-1)[..., 0]
+  return target_logit_bt - logz_bt
+
+
+def cross_entropy(logits_btv: jax.Array, targets_bt: jax.Array, mask_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Summed token cross-entropy over mask and the number of tokens it covers (float32)."""
   mask = mask_bt.astype(jnp.float32)
-  return jnp.sum((logz_bt - target_logit_bt) * mask), jnp.sum(mask)
+  return -jnp.sum(target_logprobs(logits_btv, targets_bt) * mask), jnp.sum(mask)
 
 
-def loss_on_batch(graphdef: nnx.GraphDef, params: Params, batch: Batch,
-                  dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """(summed loss, token count) of the model on one batch; padding (segment 0) is ignored."""
+def token_logprobs(graphdef: nnx.GraphDef, params: Params, batch: Batch, dropout_key: jax.Array | None = None,
+                   with_greedy: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+  """log p(targets[b, t] | inputs[b, :t+1]) per token, float32 [b, t].
+
+  The one scoring primitive: the training and validation losses and every evaluation
+  scorer are sums of it over different masks. Honours 'positions', 'segments' and
+  'branches' in the batch. With ``with_greedy`` also returns bool [b, t]: whether the
+  target is the model's argmax (the harness's ``is_greedy``).
+  """
   model = nnx.merge(graphdef, params)
-  segments = batch.get('segments')  # absent: unpacked rows, one document each, no padding
-  logits = model(batch['inputs'], batch.get('positions'), segments, dropout_key)
-  mask = segments > 0 if segments is not None else jnp.ones(batch['targets'].shape, bool)
-  return cross_entropy(logits, batch['targets'], mask)
+  out = model.trunk(batch['inputs'], batch.get('positions'), batch.get('segments'),
+                    branches_bt=batch.get('branches'), dropout_key=dropout_key)
+  logits_btv = model.head(out.hidden_btd)
+  logprobs_bt = target_logprobs(logits_btv, batch['targets'])
+  if not with_greedy:
+    return logprobs_bt
+  # Ties count as greedy only if the target is the first maximum, as torch.argmax decides.
+  return logprobs_bt, jnp.argmax(logits_btv, axis=-1) == batch['targets']
+
+
+def loss_mask(batch: Batch) -> jax.Array:
+  """Which targets count toward the loss: 'loss_mask' if given, else every non-padding token."""
+  if 'loss_mask' in batch:
+    mask = batch['loss_mask'].astype(bool)
+    return mask & (batch['segments'] > 0) if 'segments' in batch else mask
+  if 'segments' in batch:
+    return batch['segments'] > 0
+  return jnp.ones(batch['targets'].shape, bool)  # unpacked rows, one document each, no padding
+
+
+def next_token_loss(graphdef: nnx.GraphDef, params: Params, batch: Batch,
+                    dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """(summed next-token cross-entropy, token count) over ``loss_mask(batch)``."""
+  mask = loss_mask(batch).astype(jnp.float32)
+  return -jnp.sum(token_logprobs(graphdef, params, batch, dropout_key) * mask), jnp.sum(mask)
 
 
 def _global_norm(tree) -> jax.Array:
   return optax.tree.norm(tree)
 
 
-def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int,
-                    donate: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate: bool = True,
+                    loss_fn: LossFn = next_token_loss) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """Jitted ``train_step(state, batch) -> (state, metrics)``.
 
   The global batch is split into ``accum_steps`` microbatches whose gradients are summed
   and divided by the total token count, so the update equals the one of the whole batch.
   Dropout keys are derived from (seed, step): a resumed run draws the same masks.
+  ``loss_fn`` returns (summed loss, token count); the default is next-token prediction.
   """
   A = optim_cfg.accum_steps
-  grad_fn = jax.value_and_grad(functools.partial(loss_on_batch, setup.graphdef), has_aux=True)
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, setup.graphdef), has_aux=True)
   use_dropout = setup.cfg.dropout > 0
   lr_fn = schedule(optim_cfg)
 
@@ -240,10 +280,11 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int,
   return step
 
 
-def make_eval_step(setup: ModelSetup) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
+def make_eval_step(setup: ModelSetup, loss_fn: LossFn = next_token_loss
+                   ) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
   """Jitted ``eval_step(params, batch) -> (summed loss, token count)``."""
   batch_sh = sharding.batch_sharding(setup.mesh)
-  jitted = jax.jit(functools.partial(loss_on_batch, setup.graphdef),
+  jitted = jax.jit(functools.partial(loss_fn, setup.graphdef),
                    in_shardings=(setup.state_shardings.params, batch_sh))
   def step(params: Params, batch: Batch):
     with sharding.activate(setup.mesh):

@@ -35,7 +35,7 @@ def main():
     setup = trainer.setup_model(cfg, opt, mesh)
     state = trainer.init_state(setup, seed=0)
     b = trainer.shard_batch(batch, mesh)
-    grad_fn = jax.jit(jax.value_and_grad(lambda p, b: trainer.loss_on_batch(setup.graphdef, p, b)[0]))
+    grad_fn = jax.jit(jax.value_and_grad(lambda p, b: trainer.next_token_loss(setup.graphdef, p, b)[0]))
     with sharding.activate(mesh):
       loss, grads = grad_fn(state.params, b)
     step = trainer.make_train_step(setup, opt, seed=0, donate=False)

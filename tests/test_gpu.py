@@ -99,7 +99,7 @@ def test_cudnn_train_step_matches_xla():
     _, metrics = trainer.make_train_step(setup, opt, seed=0, donate=False)(state, batch)
     with sharding.activate(mesh):
       (loss, count), grads = jax.jit(jax.value_and_grad(
-          lambda p: trainer.loss_on_batch(setup.graphdef, p, batch), has_aux=True))(state.params)
+          lambda p: trainer.next_token_loss(setup.graphdef, p, batch), has_aux=True))(state.params)
     out[name] = dict(params=jax.device_get(state.params), metrics=jax.device_get(metrics),
                      loss=float(loss), count=float(count), grads=jax.device_get(grads))
   x, c = out['xla'], out['cudnn']

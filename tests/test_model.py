@@ -33,7 +33,7 @@ def forward(graphdef, state, tokens, positions, segments):
 
 @functools.partial(jax.jit, static_argnums=0)
 def batch_loss(graphdef, params, batch):
-  return trainer.loss_on_batch(graphdef, params, batch)
+  return trainer.next_token_loss(graphdef, params, batch)
 
 
 def default_positions(b, t=T):
@@ -116,7 +116,7 @@ def test_packed_documents_match_separate_runs(family):
   np.testing.assert_allclose(loss_b_packed, loss_b, atol=1e-5, rtol=1e-6)
   assert float(loss_a) > la * 0.5 * math.log(VOCAB)  # an untrained model: near-uniform loss
 
-  # loss_on_batch: the packed row's summed loss is the sum of the documents' losses.
+  # next_token_loss: the packed row's summed loss is the sum of the documents' losses.
   params = nnx.to_pure_dict(state)
   pick = lambda i: {k: jnp.asarray(v[i:i + 1]) for k, v in batch.items()}
   total, count = batch_loss(graphdef, params, pick(0))
@@ -254,10 +254,99 @@ def test_pretransposed_dense_grad_matches_xla(family):
   params = nnx.to_pure_dict(params)
   rng = np.random.default_rng(0)
   batch = pack([rng.integers(3, 259, n) for n in (20, 45, 9, 30)], 32, 1, 2)
-  fx = jax.jit(jax.value_and_grad(lambda p: trainer.loss_on_batch(gx, p, batch)[0]))
-  fp = jax.jit(jax.value_and_grad(lambda p: trainer.loss_on_batch(gp, p, batch)[0]))
+  fx = jax.jit(jax.value_and_grad(lambda p: trainer.next_token_loss(gx, p, batch)[0]))
+  fp = jax.jit(jax.value_and_grad(lambda p: trainer.next_token_loss(gp, p, batch)[0]))
   (lx, dx), (lp, dp) = fx(params), fp(params)
   assert abs(float(lx) - float(lp)) < 1e-4 * abs(float(lx))
   scale = max(float(np.max(np.abs(a))) for a in jax.tree.leaves(dx))
   diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(dx), jax.tree.leaves(dp)))
   assert diff < 1e-5 * scale, diff
+
+
+# ----- The general pieces: masks from positions, trunk/head, branches, cache, loss masks --
+
+
+def test_attention_mask_from_positions_segments_and_branches():
+  pos = jnp.array([[0, 1, 2, 0, 1]])
+  seg = jnp.array([[1, 1, 1, 2, 2]])
+  m = np.asarray(model.attention_mask(pos, pos, seg, seg))[0]
+  expected = np.array([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]], bool)
+  np.testing.assert_array_equal(m, expected)
+  # Not causal (encoders): every token of a segment sees the whole segment.
+  m = np.asarray(model.attention_mask(pos, pos, seg, seg, causal=False))[0]
+  np.testing.assert_array_equal(m, np.equal.outer([1, 1, 1, 2, 2], [1, 1, 1, 2, 2]))
+  # Branches: a context (branch 0) shared by two continuations whose positions overlap.
+  pos = jnp.array([[0, 1, 2, 3, 2, 3]])
+  br = jnp.array([[0, 0, 1, 1, 2, 2]])
+  m = np.asarray(model.attention_mask(pos, pos, q_branch_bt=br, k_branch_bs=br))[0]
+  np.testing.assert_array_equal(m[3], [1, 1, 1, 1, 0, 0])  # branch 1 sees the context and itself
+  np.testing.assert_array_equal(m[4], [1, 1, 0, 0, 1, 0])  # branch 2 never sees branch 1
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_shared_context_branches_score_like_separate_rows(family):
+  graphdef, state = built(family)
+  m = nnx.merge(graphdef, state)
+  ctx, a, b = [5, 6, 7, 8], [9, 10, 11], [12, 13]
+  row = jnp.array([ctx + a + b])
+  pos = jnp.array([[0, 1, 2, 3, 4, 5, 6, 4, 5]])
+  br = jnp.array([[0, 0, 0, 0, 1, 1, 1, 2, 2]])
+  shared = m.head(m.trunk(row, pos, branches_bt=br).hidden_btd)[0]
+  alone_a = m(jnp.array([ctx + a]))[0]
+  alone_b = m(jnp.array([ctx + b]))[0]
+  np.testing.assert_allclose(shared[:7], alone_a, atol=2e-5)
+  np.testing.assert_allclose(shared[7:], alone_b[4:], atol=2e-5)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_trunk_returns_residuals_and_attention_weights(family):
+  graphdef, state = built(family)
+  cfg = small_config(family)
+  m = nnx.merge(graphdef, state)
+  tokens = random_tokens(3, 2, 8)
+  out = m.trunk(tokens, collect=('residuals', 'attention'))
+  assert out.residuals_lbtd.shape == (cfg.n_layers, 2, 8, cfg.d_model)
+  w = np.asarray(out.attention_lbnts)
+  assert w.shape == (cfg.n_layers, 2, cfg.n_heads, 8, 8)
+  np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+  assert np.all(np.triu(w[0, 0, 0], 1) == 0)  # causal: no weight on later tokens
+  np.testing.assert_allclose(m.head(out.hidden_btd), m(tokens), atol=1e-6)
+  with pytest.raises(ValueError, match='collect'):
+    m.trunk(tokens, collect=('logits',))
+
+
+@pytest.mark.parametrize('family,kv_heads', [('llama', 2), ('llama', 4), ('gpt2', 4)])
+def test_cache_prefill_then_steps_equals_full_forward(family, kv_heads):
+  graphdef, state = built(family, n_kv_heads=kv_heads)
+  cfg = small_config(family, n_kv_heads=kv_heads)
+  m = nnx.merge(graphdef, state)
+  tokens = random_tokens(4, 2, 12)
+  full = m(tokens)
+  cache = model.KVCache.empty(cfg, 2, 16)
+  out = m.trunk(tokens[:, :7], cache=cache)
+  logits, cache = [m.head(out.hidden_btd)], out.cache
+  for i in range(7, 12):
+    out = m.trunk(tokens[:, i:i + 1], jnp.full((2, 1), i), cache=cache)
+    logits.append(m.head(out.hidden_btd))
+    cache = out.cache
+  assert int(cache.index) == 12
+  np.testing.assert_allclose(jnp.concatenate(logits, 1), full, atol=2e-5)
+
+
+def test_token_logprobs_is_what_the_loss_sums_and_loss_mask_is_honoured():
+  graphdef, state = built('llama')
+  tokens = random_tokens(5, 2, T + 1)
+  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
+  lp = trainer.token_logprobs(graphdef, state, batch)
+  logits = nnx.merge(graphdef, state)(batch['inputs'])
+  ref = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), batch['targets'][..., None], -1)[..., 0]
+  np.testing.assert_allclose(lp, ref, atol=1e-5)
+  loss, n = trainer.next_token_loss(graphdef, state, batch)
+  np.testing.assert_allclose(loss, -lp.sum(), rtol=1e-6)
+  assert float(n) == 2 * T
+  mask = jnp.zeros((2, T), bool).at[:, T // 2:].set(True)  # e.g. only the response counts
+  loss, n = trainer.next_token_loss(graphdef, state, {**batch, 'loss_mask': mask})
+  np.testing.assert_allclose(loss, -lp[:, T // 2:].sum(), rtol=1e-6)
+  assert float(n) == T
+  lp2, greedy = trainer.token_logprobs(graphdef, state, batch, with_greedy=True)
+  np.testing.assert_array_equal(greedy, jnp.argmax(logits, -1) == batch['targets'])
