@@ -1,0 +1,1 @@
+"""Evaluation: declarative tasks in lm-evaluation-harness's YAML vocabulary and their metrics."""
