@@ -329,28 +329,26 @@ class Attention(nnx.Module):
       k_btkh = rope(k_btkh, positions_bt, cfg.rope_theta)
     q_btnh = constrain(q_btnh, ('act_batch', 'act_length', 'act_heads', None))
     if cache is not None:
-      # Write this chunk's keys/values at the cache's next slots, then attend to all slots.
-      k_bskh = jax.lax.dynamic_update_slice_in_dim(cache.k_bskh, k_btkh.astype(cache.k_bskh.dtype), cache.index, 1)
-      v_bskh = jax.lax.dynamic_update_slice_in_dim(cache.v_bskh, v_btkh.astype(cache.v_bskh.dtype), cache.index, 1)
-      k_bskh = constrain(k_bskh, ('act_batch', None, 'act_kv_heads', None))
-      v_bskh = constrain(v_bskh, ('act_batch', None, 'act_kv_heads', None))
-      cache = dataclasses.replace(cache, k_bskh=k_bskh, v_bskh=v_bskh)
-      mask_bts = attention_mask(positions_bt, cache.positions_bs, segments_bt, cache.segments_bs, cfg.causal)
-    else:
-      k_bskh, v_bskh = k_btkh, v_btkh
-      mask_bts = None
-      if segments_bt is not None or branches_bt is not None or with_weights or cfg.attention != 'cudnn':
-        mask_bts = attention_mask(positions_bt, positions_bt, segments_bt, segments_bt, cfg.causal,
-                                  branches_bt, branches_bt)
-    weights = None
-    if cfg.attention == 'cudnn' and cache is None and branches_bt is None and not with_weights:
+      # Attend to the slots written so far plus this chunk's own keys, as two parts of one
+      # softmax; trunk writes the chunk into the cache once for all layers after the scan.
+      # Writing per layer instead copies the whole cache every layer and step (~2x slower).
+      k_btkh, v_btkh = k_btkh.astype(cache.k_bskh.dtype), v_btkh.astype(cache.v_bskh.dtype)
+      parts = [(cache.k_bskh, cache.v_bskh,
+                attention_mask(positions_bt, cache.positions_bs, segments_bt, cache.segments_bs, cfg.causal)),
+               (k_btkh, v_btkh, attention_mask(positions_bt, positions_bt, segments_bt, segments_bt, cfg.causal))]
+      o_btnh, weights = _xla_attention(q_btnh, parts)
+      cache = dataclasses.replace(cache, k_bskh=k_btkh, v_bskh=v_btkh)  # the chunk's keys, for trunk to write
+    elif cfg.attention == 'cudnn' and branches_bt is None and not with_weights:
       # Training and plain scoring: rows are causal by index, so cuDNN's causal kernel plus the
       # segment mask is the same mask as attention_mask (positions increase within a segment).
       seg_mask = None if segments_bt is None else (segments_bt[:, None, :, None] == segments_bt[:, None, None, :])
-      o_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=seg_mask, is_causal=cfg.causal,
+      o_btnh = jax.nn.dot_product_attention(q_btnh, k_btkh, v_btkh, mask=seg_mask, is_causal=cfg.causal,
                                             implementation='cudnn')
+      weights = None
     else:
-      o_btnh, weights = _xla_attention(q_btnh, k_bskh, v_bskh, mask_bts)
+      mask_bts = attention_mask(positions_bt, positions_bt, segments_bt, segments_bt, cfg.causal,
+                                branches_bt, branches_bt)
+      o_btnh, weights = _xla_attention(q_btnh, [(k_btkh, v_btkh, mask_bts)])
     out_btd = project('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt), cfg)
     if cfg.use_bias:
       out_btd += self.b_o_d[...].astype(dt)
@@ -369,21 +367,28 @@ class LayerCache:
   index: jax.Array
 
 
-def _xla_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
-                   mask_bts: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def _xla_attention(q_btnh: jax.Array, parts: list[tuple[jax.Array, jax.Array, jax.Array]]
+                   ) -> tuple[jax.Array, jax.Array]:
   """Softmax attention in plain einsums (runs on every backend): (output, weights [b, n, t, s]).
 
-  ``mask_bts`` None means causal by index (t == s).
+  ``parts`` are (keys [b, s_i, k, h], values [b, s_i, k, h], mask [b, t, s_i]) whose keys
+  share one softmax, as if concatenated along s: a decoding step attends to the cache and
+  to its own new keys without copying the cache to append them.
   """
   b, t, n, h = q_btnh.shape
-  s, k = k_bskh.shape[1], k_bskh.shape[2]
+  k = parts[0][0].shape[2]
   q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
-  logits_bkgts = jnp.einsum('btkgh,bskh->bkgts', q_btkgh, k_bskh).astype(jnp.float32) / math.sqrt(h)
-  mask = jnp.tril(jnp.ones((t, s), bool)) if mask_bts is None else mask_bts[:, None, None]  # [b, 1, 1, t, s]
-  logits_bkgts = jnp.where(mask, logits_bkgts, jnp.finfo(jnp.float32).min)
-  probs_bkgts = jax.nn.softmax(logits_bkgts, axis=-1)
-  o_btkgh = jnp.einsum('bkgts,bskh->btkgh', probs_bkgts.astype(v_bskh.dtype), v_bskh)
-  return o_btkgh.reshape(b, t, n, h), probs_bkgts.reshape(b, n, t, s)
+  logits = []
+  for k_bskh, _, mask_bts in parts:
+    l_bkgts = jnp.einsum('btkgh,bskh->bkgts', q_btkgh, k_bskh).astype(jnp.float32) / math.sqrt(h)
+    logits.append(jnp.where(mask_bts[:, None, None], l_bkgts, jnp.finfo(jnp.float32).min))
+  m = functools.reduce(jnp.maximum, [l.max(-1, keepdims=True) for l in logits])
+  exps = [jnp.exp(l - m) for l in logits]
+  z = sum(e.sum(-1, keepdims=True) for e in exps)
+  probs = [e / z for e in exps]
+  o_btkgh = sum(jnp.einsum('bkgts,bskh->btkgh', p.astype(v.dtype), v) for p, (_, v, _) in zip(probs, parts))
+  weights = jnp.concatenate(probs, -1) if len(probs) > 1 else probs[0]
+  return o_btkgh.reshape(b, t, n, h), weights.reshape(b, n, t, -1)
 
 
 class MLP(nnx.Module):
@@ -503,13 +508,8 @@ class Transformer(nnx.Module):
     x_btd = constrain(x_btd, ('act_batch', 'act_length', 'act_embed'))
 
     shared = None
-    if cache is not None:  # the new tokens' positions and segments go into the slots they will fill
-      shared = dict(
-          positions_bs=jax.lax.dynamic_update_slice_in_dim(cache.positions_bs, positions_bt.astype(jnp.int32),
-                                                           cache.index, 1),
-          segments_bs=jax.lax.dynamic_update_slice_in_dim(cache.segments_bs, segments_bt.astype(jnp.int32),
-                                                          cache.index, 1),
-          index=cache.index)
+    if cache is not None:  # every layer sees the slots as they were; this chunk is written after the scan
+      shared = dict(positions_bs=cache.positions_bs, segments_bs=cache.segments_bs, index=cache.index)
 
     def block_fn(x_btd, block_state, key, kv):
       block = nnx.merge(block_graph, block_state)
@@ -537,8 +537,13 @@ class Transformer(nnx.Module):
         outs.append(out)
       kvs, residuals, weights = jax.tree.map(lambda *a: jnp.stack(a), *outs) if outs else (None, None, None)
 
-    if cache is not None:
-      cache = KVCache(kvs[0], kvs[1], shared['positions_bs'], shared['segments_bs'], cache.index + t)
+    if cache is not None:  # one in-place write of the chunk for all layers
+      def write(full, new, axis):
+        return jax.lax.dynamic_update_slice_in_dim(full, new.astype(full.dtype), cache.index, axis)
+      k_lbskh = constrain(write(cache.k_lbskh, kvs[0], 2), ('layers', 'act_batch', None, 'act_kv_heads', None))
+      v_lbskh = constrain(write(cache.v_lbskh, kvs[1], 2), ('layers', 'act_batch', None, 'act_kv_heads', None))
+      cache = KVCache(k_lbskh, v_lbskh, write(cache.positions_bs, positions_bt, 1),
+                      write(cache.segments_bs, segments_bt, 1), cache.index + t)
     return TrunkOutput(self.final_norm(x_btd), cache, residuals, weights)
 
   def head(self, x_btd: jax.Array) -> jax.Array:
