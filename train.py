@@ -1,11 +1,14 @@
-"""Pre-train a decoder-only language model.
+"""Pre-train a decoder-only language model, or evaluate a trained one.
 
   python train.py --config=configs/default.py --workdir=runs/default
   python train.py --config=configs/default.py:size=124m --config.train.lr=3e-4 --workdir=runs/124m
+  python train.py --config=configs/fewshot.py:ckpt=runs/default --workdir=runs/eval
 
 Rerunning with the same --workdir resumes from its newest checkpoint. The workdir gets
-checkpoints/, TensorBoard event files, metrics.jsonl (one object per logged step),
-config.json and sample.txt.
+checkpoints/, TensorBoard event files, metrics.jsonl (one object per logged step,
+including the ``eval/<task>/<metric>`` of config.evals), config.json and sample.txt.
+A config with ``loop='evaluate'`` (configs/fewshot.py) trains nothing: it scores the
+checkpoint of ``eval.ckpt`` on config.evals and writes eval_results.json.
 """
 
 from __future__ import annotations
@@ -31,12 +34,20 @@ def main(argv) -> None:
   cfg, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError('--workdir is required (e.g. --workdir=runs/default)')
-  from llm.checkpoint import CheckpointMismatch
+  from llm.checkpoint import CheckpointMismatch, CheckpointNotFound
   from llm.data import DataError
+  from llm.eval.evaluators import EvalConfigError
+  from llm.eval.tasks import TaskError
   from llm.run import ConfigError, NonFiniteLoss
   try:
-    run(cfg, workdir)
-  except (ConfigError, DataError, CheckpointMismatch, NonFiniteLoss) as e:  # expected: one message, no traceback
+    if cfg.loop == 'evaluate':
+      evaluate(cfg, workdir)
+    elif cfg.loop == 'pretrain':
+      run(cfg, workdir)
+    else:
+      raise ConfigError(f"loop={cfg.loop!r} is not a loop; use 'pretrain' or 'evaluate'")
+  except (ConfigError, DataError, CheckpointMismatch, CheckpointNotFound, NonFiniteLoss, EvalConfigError,
+          TaskError) as e:  # expected: one message, no traceback
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 
@@ -51,7 +62,9 @@ def run(cfg, workdir: str) -> dict:
   import numpy as np
   from clu import metric_writers, periodic_actions
 
-  from llm import checkpoint, data, perf, sampling, sharding, trainer
+  from llm import checkpoint, data, perf, sharding, trainer
+  from llm.eval import evaluators, results
+  from llm.eval.scorer import ModelLM
   from llm.run import ConfigError, MetricsLog, PreemptionGuard, check_finite, data_config, model_config, optim_config
 
   if 'JAX_COORDINATOR_ADDRESS' in os.environ or 'TPU_WORKER_HOSTNAMES' in os.environ:
@@ -82,7 +95,11 @@ def run(cfg, workdir: str) -> dict:
   eval_step = trainer.make_eval_step(setup)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), tc.checkpoint_every,
                                  tc.keep_checkpoints, tc.async_checkpoint)
-  meta = {'model': checkpoint.model_meta(model_cfg), 'data_seed': cfg.data.seed, 'batch_size': tc.batch_size}
+  meta = {'model': checkpoint.model_meta(model_cfg), 'data_seed': cfg.data.seed, 'batch_size': tc.batch_size,
+          'tokenizer': checkpoint.tokenizer_meta(cfg.data.tokenizer, cfg.data.spm_model)}
+  # Evaluators of config.evals that run every N steps (the evaluate loop runs them all).
+  periodic = [(ev, every) for ev, every in evaluators.build_evaluators(
+      cfg.evals, _split(cfg.eval.task_dirs), root=repo) if every > 0]
 
   # ----- Restore or initialise -----------------------------------------------------------
   # Resume order: 1) newest complete checkpoint in the workdir, 2) check it is this model,
@@ -114,13 +131,22 @@ def run(cfg, workdir: str) -> dict:
   print(f'training {n_params / 1e6:.2f}M parameters on {jax.device_count()} {jax.default_backend()} '
         f'device(s), mesh {dict(mesh.shape)}, steps {start}..{tc.steps}', flush=True)
 
-  def evaluate(params) -> dict:
+  def validation_loss(params) -> dict:
     tot, n = 0.0, 0.0
     for b in val:
       l, c = eval_step(params, trainer.shard_batch(b, mesh))
       tot, n = tot + float(l), n + float(c)
     loss = tot / max(n, 1.0)
     return {'val_loss': loss, 'val_perplexity': float(np.exp(min(loss, 50.0)))}
+
+  def run_evaluators(params, step: int) -> dict:
+    due = [ev for ev, every in periodic if is_due(step, every) or step == tc.steps]
+    if not due:
+      return {}
+    lm = ModelLM(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
+                 max_length=cfg.eval.max_length or None,
+                 generate_fn=evaluators.make_generate_fn(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh))
+    return results.flat_metrics([ev.run(lm) for ev in due])
 
   def is_due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
@@ -141,6 +167,8 @@ def run(cfg, workdir: str) -> dict:
     pending.append((step, metrics))
     report(step)
     log_now, eval_now = is_due(step, tc.log_every) or step == tc.steps, is_due(step, tc.eval_every) or step == tc.steps
+    eval_row = run_evaluators(state.params, step) if periodic else {}
+    log_now = log_now or bool(eval_row)
     stop = guard.requested  # read once: SIGTERM may arrive at any point below
     save_now = is_due(step, tc.checkpoint_every) or step == tc.steps or stop
     if log_now or eval_now or save_now:
@@ -156,7 +184,8 @@ def run(cfg, workdir: str) -> dict:
       if m is not None:
         row['mfu'] = m
       if eval_now:
-        row.update(evaluate(state.params))
+        row.update(validation_loss(state.params))
+      row.update(eval_row)
       writer.write_scalars(step, {k: v for k, v in row.items() if k != 'step'})
       metrics_log.write(row)
       if lead:
@@ -183,8 +212,8 @@ def run(cfg, workdir: str) -> dict:
   # ----- Sample --------------------------------------------------------------------------
   tok = corpus.tokenizer
   prompt = [tok.bos_id] + list(tok.encode(cfg.sample.prompt))
-  ids = sampling.generate(setup.graphdef, model_cfg, state.params, prompt, cfg.sample.num_tokens,
-                          cfg.sample.temperature, cfg.sample.top_k, seed=cfg.seed)
+  ids = sample_beyond_context(setup.graphdef, model_cfg, state.params, prompt, cfg.sample.num_tokens,
+                              temperature=cfg.sample.temperature, top_k=cfg.sample.top_k, seed=cfg.seed, mesh=mesh)
   text = tok.decode(ids)
   if lead:
     with open(os.path.join(workdir, 'sample.txt'), 'w') as f:
@@ -194,6 +223,95 @@ def run(cfg, workdir: str) -> dict:
   print(f'--- sample after {tc.steps} steps (temperature {cfg.sample.temperature}, top-k {cfg.sample.top_k}) ---')
   print(text, flush=True)
   return last
+
+
+def sample_beyond_context(graphdef, model_cfg, params, prompt: list[int], num_tokens: int, *, temperature: float,
+                          top_k: int, seed: int, mesh) -> list[int]:
+  """prompt + ``num_tokens`` sampled ids, even past the model's context: KV-cache decoding in
+  windows, each re-prefilled from the last half context of text so far (nanoGPT's sample
+  crops the same way, one token at a time)."""
+  from llm.eval import decoding
+  ids, window = list(prompt), model_cfg.max_seq_len
+  while len(ids) < len(prompt) + num_tokens:
+    context = ids[-(window // 2):] if len(ids) >= window // 2 else ids
+    n = min(len(prompt) + num_tokens - len(ids), window - len(context))
+    gen = decoding.generate(graphdef, model_cfg, params, [context], n, temperature=temperature, top_k=top_k,
+                            seed=seed + len(ids), mesh=mesh)
+    ids += list(gen.tokens[0])
+    if len(gen.tokens[0]) < n:  # stopped early (EOS): the document ended
+      break
+  return ids
+
+
+def evaluate(cfg, workdir: str) -> list:
+  """Score the checkpoint of ``cfg.eval.ckpt`` on every evaluator of ``cfg.evals``; returns their outputs."""
+  # ----- Platform ------------------------------------------------------------------------
+  from llm.run import configure_cpu_devices
+  configure_cpu_devices(cfg.cpu_devices)
+  import jax
+  from clu import metric_writers
+  from flax import nnx
+
+  from llm import checkpoint, sharding
+  from llm.eval import evaluators, results
+  from llm.eval.scorer import ModelLM
+  from llm.model import Transformer
+  from llm.run import ConfigError, runtime_choices
+
+  if not cfg.eval.ckpt:
+    raise ConfigError('the evaluate loop needs a checkpoint: pass ckpt=<training --workdir>, e.g. '
+                      '--config=configs/fewshot.py:ckpt=runs/default')
+  os.makedirs(workdir, exist_ok=True)
+  repo = os.path.dirname(os.path.abspath(__file__))
+
+  # ----- Mesh ----------------------------------------------------------------------------
+  mesh = sharding.make_mesh(dict(cfg.mesh))
+
+  # ----- Evaluators (before loading: a bad task file fails in a second, not after a load) --
+  evals = evaluators.build_evaluators(cfg.evals, _split(cfg.eval.task_dirs), root=repo)
+  if not evals:
+    raise ConfigError('config.evals is empty: nothing to evaluate (see configs/fewshot.py)')
+
+  # ----- Parameters only, straight into this mesh's shardings ---------------------------
+  choices = runtime_choices(cfg, jax.default_backend())
+  model_cfg, tok, params, step = checkpoint.load_params(
+      cfg.eval.ckpt, None if cfg.eval.step < 0 else cfg.eval.step, mesh,
+      overrides=dict(choices, dense_grad='xla', remat='none', dropout=0.0))
+  kind = type(tok).__name__
+  if cfg.eval.tokenizer and not kind.lower().startswith(cfg.eval.tokenizer.lower()):
+    raise ConfigError(f'eval.tokenizer={cfg.eval.tokenizer!r} but {cfg.eval.ckpt} was trained with {kind}; '
+                      f'drop --config.eval.tokenizer or evaluate a checkpoint trained with it')
+  graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, jax.random.key(0))))[0]
+  print(f'evaluating {cfg.eval.ckpt} step {step} ({model_cfg.param_count() / 1e6:.2f}M parameters, {kind}) '
+        f'on {jax.device_count()} {jax.default_backend()} device(s), mesh {dict(mesh.shape)}', flush=True)
+
+  # ----- Scorer: the harness's LM interface over our model -------------------------------
+  lm = ModelLM(graphdef, model_cfg, params, tok, mesh, batch_rows=cfg.eval.batch_rows,
+               max_length=cfg.eval.max_length or None,
+               generate_fn=evaluators.make_generate_fn(graphdef, model_cfg, params, tok, mesh))
+
+  # ----- Run and write ---------------------------------------------------------------------
+  outputs = [ev.run(lm, out_dir=workdir) for ev, _ in evals]
+  print(results.table(outputs), flush=True)
+  path = results.write_results(workdir, outputs, config={
+      'model': 'llm', 'ckpt': os.path.abspath(cfg.eval.ckpt), 'step': step,
+      'model_config': checkpoint.model_meta(model_cfg), 'tokenizer': kind, 'mesh': dict(mesh.shape),
+      'devices': f'{jax.device_count()} {jax.default_backend()}', 'batch_rows': cfg.eval.batch_rows,
+      'max_length': cfg.eval.max_length or model_cfg.max_seq_len})
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
+  writer.write_scalars(step, results.flat_metrics(outputs))
+  writer.flush()
+  for out in outputs:
+    s = out.lm_stats
+    print(f'{out.name}: {s.get("requests", 0)} requests in {out.seconds:.1f}s '
+          f'({s.get("requests_per_sec", 0):.1f} requests/s), {s.get("truncated", 0)} prompts truncated '
+          f'from the left to fit the model' + ''.join(f'; wrote {f}' for f in out.files), flush=True)
+  print(f'wrote {path}', flush=True)
+  return outputs
+
+
+def _split(names: str) -> list[str]:
+  return [n.strip() for n in names.split(',') if n.strip()]
 
 
 if __name__ == '__main__':

@@ -37,6 +37,7 @@ def parse_arg(arg: str | None, **defaults) -> config_dict.ConfigDict:
 def base_config() -> config_dict.ConfigDict:
   """Every field a run reads, with its default; configs override what they need."""
   c = config_dict.ConfigDict()
+  c.loop = 'pretrain'  # pretrain | evaluate (score a checkpoint on config.evals, no training)
   c.seed = 0  # parameter initialisation and dropout
   c.cpu_devices = 0  # on CPU: split the host into this many devices (data parallel over cores); 0 = 1 device
 
@@ -101,6 +102,17 @@ def base_config() -> config_dict.ConfigDict:
   c.train.keep_checkpoints = 3  # newest checkpoints kept
   c.train.async_checkpoint = True  # save in the background while training continues
 
+  # Evaluators (llm/eval/evaluators.py): name -> dict(type=<EVALUATORS key>, tasks='a,b',
+  # every=<steps during pre-training; 0 = only in the evaluate loop>, num_fewshot=-1, limit=0).
+  c.evals = config_dict.ConfigDict()
+  c.eval = config_dict.ConfigDict()
+  c.eval.ckpt = ''  # evaluate loop: the --workdir of the training run whose checkpoint is scored
+  c.eval.step = -1  # checkpoint step; -1 = newest
+  c.eval.task_dirs = 'tasks'  # comma-separated directories of task YAML files (relative to the repository)
+  c.eval.batch_rows = 16  # rows per scoring forward pass (a multiple of the data-parallel size)
+  c.eval.max_length = 0  # tokens per scoring row; 0 = the model's max_seq_len
+  c.eval.tokenizer = ''  # '' = the checkpoint's; set to assert it (byte | sentencepiece)
+
   c.sample = config_dict.ConfigDict()
   c.sample.prompt = 'ROMEO:'  # text to continue at the end of training
   c.sample.num_tokens = 200
@@ -125,4 +137,6 @@ def finalize(c: config_dict.ConfigDict, args: config_dict.ConfigDict) -> config_
     c.train.eval_batches = 2
     c.train.checkpoint_every = 3
     c.sample.num_tokens = 16
+    for entry in c.evals.values():
+      entry.limit = 8  # a few documents per task
   return c

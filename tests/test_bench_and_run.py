@@ -31,21 +31,24 @@ def test_benchmark_runs_on_unpacked_synthetic_tokens():
   assert r['loss'] == r['loss'] and 0 < r['loss'] < 10  # finite, below a uniform guess over 512 (6.24) + slack
 
 
-def test_sampling_continues_the_prompt_and_respects_top_k():
+def test_end_of_training_sample_continues_past_the_context_and_respects_top_k():
   import jax
   from flax import nnx
-  from llm import sampling
+  import train
   from llm.model import Transformer
   cfg = config_for_size('smoke', vocab_size=259, max_seq_len=16)
   graphdef, params = nnx.split(Transformer(cfg, jax.random.key(0)))
   params = nnx.to_pure_dict(params)
   prompt = [1, 40, 41]
-  greedy = sampling.generate(graphdef, cfg, params, prompt, 20, temperature=0.0)
-  assert greedy[:3] == prompt and len(greedy) == 23  # longer than max_seq_len: the window slides
-  assert greedy == sampling.generate(graphdef, cfg, params, prompt, 20, temperature=0.0)
+  kw = dict(top_k=0, seed=0, mesh=None)
+  greedy = train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=0.0, **kw)
+  assert greedy[:3] == prompt and len(greedy) == 43  # longer than max_seq_len: windows re-prefilled
+  assert greedy == train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=0.0, **kw)
   # top_k=1 at any temperature is greedy.
-  assert sampling.generate(graphdef, cfg, params, prompt, 20, temperature=1.0, top_k=1, seed=3) == greedy
-  assert all(0 <= t < cfg.vocab_size for t in greedy)
+  assert train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=1.0, top_k=1, seed=3,
+                                     mesh=None) == greedy
+  sampled = train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=1.0, **kw)
+  assert sampled != greedy and all(0 <= t < cfg.vocab_size for t in sampled)
 
 
 def test_auto_choices_follow_the_backend():

@@ -17,6 +17,8 @@ CONFIG_DIR = os.path.join(ROOT, 'configs')
 ARGS = {
     'default.py': ['', 'smoke=True', 'size=124m', 'size=1b'],
     'shakespeare_char.py': ['', 'smoke=True'],
+    'fewshot.py': ['', 'smoke=True', 'ckpt=runs/default', 'ckpt=runs/default,step=500,limit=10,fewshot=2',
+                   'bias=False'],
 }
 CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
 # Configs of the corpus pipeline (llm/corpus), not of train.py.
@@ -151,3 +153,20 @@ def test_shakespeare_char_values():
   assert cfg.data.split == 'tail' and cfg.data.val_fraction == 0.1
   opt = run.optim_config(cfg)
   assert (opt.lr, opt.min_lr, opt.warmup_steps, opt.decay_steps, opt.b2) == (1e-3, 1e-4, 100, 2000, 0.99)
+
+
+def test_fewshot_config_selects_the_evaluate_loop_and_its_evaluators():
+  from llm.eval import evaluators
+  cfg = load('fewshot.py', 'ckpt=runs/default,limit=10,fewshot=2')
+  assert cfg.loop == 'evaluate' and cfg.eval.ckpt == 'runs/default'
+  assert sorted(cfg.evals) == ['bias', 'fewshot']
+  built = evaluators.build_evaluators(cfg.evals, ['tasks'], root=os.path.dirname(CONFIG_DIR))
+  assert sorted(type(ev).__name__ for ev, _ in built) == ['BiasEvaluator', 'FewShotEvaluator']
+  for ev, every in built:
+    assert every == 0 and ev.limit == 10
+  # fewshot=k overrides every task's k except those whose file pins 0 (the harness's rule).
+  ks = {t.name: t.num_fewshot for ev, _ in built for t in ev.tasks}
+  assert ks['sst2_fewshot'] == 2 and set(ks.values()) <= {0, 2}
+  assert sorted(load('fewshot.py', 'bias=False').evals) == ['fewshot']
+  assert all(e.limit == 8 for e in load('fewshot.py', 'smoke=True').evals.values())
+  assert load('default.py').loop == 'pretrain' and not load('default.py').evals
