@@ -101,12 +101,14 @@ EVALUATORS: dict[str, type[FewShotEvaluator]] = {
 
 
 def _stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-  out = {}
-  for k, v in after.items():
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != 'requests_per_sec':
-      out[k] = v - before.get(k, 0)
+  """What a scorer's counters grew by during one run; ratios are recomputed, not subtracted."""
+  ratios = ('requests_per_sec', 'row_fill')
+  out = {k: v - before.get(k, 0) for k, v in after.items()
+         if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ratios}
   if out.get('seconds'):
     out['requests_per_sec'] = out.get('requests', 0) / out['seconds']
+  if out.get('row_slots'):
+    out['row_fill'] = out.get('tokens_forward', 0) / out['row_slots']
   return out
 
 

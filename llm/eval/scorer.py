@@ -382,7 +382,7 @@ class ModelLM:
     """
     if self.generate_fn is None:
       raise ValueError('generate_until needs a decoder: pass generate_fn to ModelLM '
-                       '(e.g. llm.eval.decoding.text_generate_fn(...))')
+                       '(e.g. llm.eval.evaluators.make_generate_fn(...))')
     t0 = time.perf_counter()
     eos = self.tokenizer.decode([self.tokenizer.eos_id])
     groups: dict[str, list[int]] = {}
