@@ -291,6 +291,9 @@ def evaluate(cfg, workdir: str) -> list:
                generate_fn=evaluators.make_generate_fn(graphdef, model_cfg, params, tok, mesh))
 
   # ----- Run and write ---------------------------------------------------------------------
+  stale = results.clear_previous(workdir)  # a reused workdir: never mix two runs' files
+  if stale:
+    print(f'removed {len(stale)} outputs of a previous evaluation in {workdir}', flush=True)
   outputs = [ev.run(lm, out_dir=workdir) for ev, _ in evals]
   print(results.table(outputs), flush=True)
   path = results.write_results(workdir, outputs, config={

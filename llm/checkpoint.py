@@ -152,7 +152,10 @@ def load_params(workdir: str, step: int | None = None, mesh=None,
     fields = {k: v for k, v in meta['model'].items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
     cfg = ModelConfig(**{**fields, **(overrides or {})})
     spec = _tokenizer_spec(workdir, meta)
-    tokenizer = make_tokenizer(spec['kind'], spec.get('spm_model', ''))
+    try:
+      tokenizer = make_tokenizer(spec['kind'], spec.get('spm_model', ''))
+    except (FileNotFoundError, ValueError) as e:  # e.g. the run's SentencePiece file was moved
+      raise CheckpointMismatch(f'{workdir}: cannot rebuild the tokenizer it was trained with ({e})') from None
     if tokenizer.vocab_size != cfg.vocab_size:
       raise CheckpointMismatch(f'{workdir}: the checkpoint was trained with a vocabulary of {cfg.vocab_size}, '
                                f'but its tokenizer {spec} has {tokenizer.vocab_size} entries; '

@@ -84,6 +84,20 @@ def test_fewshot_config_scores_every_shipped_task_and_writes_harness_layout(trai
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(wd))
 
 
+def test_reused_eval_workdir_keeps_no_stale_outputs(trained, tmp_path):
+  wd = tmp_path / 'eval'
+  wd.mkdir()
+  for stale in ('samples_old_task.jsonl', 'bias_report.md', 'bbq.png', 'eval_results.json'):
+    (wd / stale).write_text('from an earlier run')
+  (wd / 'notes.txt').write_text('mine')
+  c = fewshot.get_config(f'ckpt={trained},smoke=True,bias=False')
+  c.evals.fewshot.tasks = 'sst2'
+  train.evaluate(c, str(wd))
+  assert sorted(os.listdir(wd)) == sorted(['eval_results.json', 'notes.txt', 'samples_sst2.jsonl',
+                                           *[f for f in os.listdir(wd) if f.startswith('events.out')]])
+  assert list(json.load(open(wd / 'eval_results.json'))['results']) == ['sst2']
+
+
 def test_evaluate_loop_errors_name_the_fix(trained, tmp_path):
   c = fewshot.get_config('smoke=True')
   with pytest.raises(ConfigError, match='ckpt='):
@@ -107,16 +121,19 @@ def test_evaluate_loop_errors_name_the_fix(trained, tmp_path):
 
 
 def test_old_checkpoint_without_tokenizer_record_uses_config_json(trained, tmp_path):
-  import orbax.checkpoint as ocp
   old = tmp_path / 'old'
   shutil.copytree(trained, old)
   meta_path = old / 'checkpoints' / '6' / 'meta' / 'metadata'
   meta = json.loads(meta_path.read_text())
   del meta['tokenizer']
   meta_path.write_text(json.dumps(meta))
+  (old / 'config.json').write_text(json.dumps({'data': {'tokenizer': 'sentencepiece',
+                                                        'spm_model': str(tmp_path / 'missing.model')}}))
+  with pytest.raises(checkpoint.CheckpointMismatch, match='missing.model'):  # config.json is what was read
+    checkpoint.load_params(str(old))
+  (old / 'config.json').write_text(json.dumps({'data': {'tokenizer': 'byte'}}))
   cfg, tok, _, _ = checkpoint.load_params(str(old))
   assert type(tok).__name__ == 'ByteTokenizer'
-  del ocp
 
 
 def test_command_line_reports_a_missing_checkpoint_in_one_line(tmp_path):

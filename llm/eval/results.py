@@ -46,6 +46,21 @@ def flat_metrics(outputs: Iterable[EvalOutput]) -> dict[str, float]:
   return row
 
 
+# What an evaluation writes into its workdir; a rerun removes these first, so a reused
+# workdir never mixes two runs' files (and an interrupted run leaves no eval_results.json).
+OUTPUT_PATTERNS = ('eval_results.json', 'eval_results.json.tmp', 'samples_*.jsonl', 'bias_report.md',
+                   'crows_pairs_english.png', 'winobias.png', 'bbq.png')
+
+
+def clear_previous(workdir: str) -> list[str]:
+  """Remove a previous evaluation's outputs from ``workdir``; returns what was removed."""
+  import glob
+  removed = sorted({p for pattern in OUTPUT_PATTERNS for p in glob.glob(os.path.join(workdir, pattern))})
+  for path in removed:
+    os.remove(path)
+  return removed
+
+
 def write_results(workdir: str, outputs: list[EvalOutput], config: dict[str, Any]) -> str:
   """Write eval_results.json and samples_<task>.jsonl into ``workdir``; returns the json path."""
   doc: dict[str, Any] = {'results': {}, 'configs': {}, 'versions': {}, 'n-shot': {}, 'higher_is_better': {},

@@ -693,14 +693,18 @@ class Task:
       self._aggregations[name], self.higher_is_better[name] = agg, hib
       self._metric_options[name] = options
 
+  def _mapping(self, cfg: dict, key: str, known) -> dict:
+    """cfg[key] as a dict (absent = {}), every sub-key one of ``known``; else TaskError."""
+    value = cfg.get(key) or {}
+    if not isinstance(value, dict):
+      raise TaskError(f'{self.path}: {key} must be a mapping, got {value!r}.')
+    for sub in value:
+      if sub not in known:
+        raise TaskError(f'{self.path}: {key}.{sub} is unknown; the known keys are {list(known)}.')
+    return value
+
   def _parse_fewshot_config(self, cfg: dict) -> _FewshotConfig:
-    fs = cfg.get('fewshot_config') or {}
-    if not isinstance(fs, dict):
-      raise TaskError(f'{self.path}: fewshot_config must be a mapping, got {fs!r}.')
-    for key in fs:
-      if key not in FEWSHOT_CONFIG_KEYS:
-        raise TaskError(f'{self.path}: fewshot_config.{key} is unknown; the known keys are '
-                        f'{list(FEWSHOT_CONFIG_KEYS)}.')
+    fs = self._mapping(cfg, 'fewshot_config', FEWSHOT_CONFIG_KEYS)
     sampler = fs.get('sampler', 'default')
     if sampler not in SAMPLERS:
       raise TaskError(f'{self.path}: fewshot_config.sampler {sampler!r} is unknown; use one of '
@@ -725,13 +729,7 @@ class Task:
                       'use dataset_path: json (JSON lines) or csv (CSV; TSV with '
                       'dataset_kwargs.delimiter: "\\t").')
     self._format = fmt
-    kwargs = cfg.get('dataset_kwargs') or {}
-    if not isinstance(kwargs, dict):
-      raise TaskError(f'{self.path}: dataset_kwargs must be a mapping, got {kwargs!r}.')
-    for key in kwargs:
-      if key not in DATASET_KWARGS_KEYS:
-        raise TaskError(f'{self.path}: dataset_kwargs.{key} is unknown; the known keys are '
-                        f'{list(DATASET_KWARGS_KEYS)}.')
+    kwargs = self._mapping(cfg, 'dataset_kwargs', DATASET_KWARGS_KEYS)
     if fmt == 'json' and ('delimiter' in kwargs or 'sep' in kwargs):
       raise TaskError(f'{self.path}: dataset_kwargs.delimiter is for dataset_path: csv.')
     self._delimiter = kwargs.get('delimiter') or kwargs.get('sep') or ','
