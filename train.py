@@ -39,6 +39,7 @@ def main(argv) -> None:
   from llm.eval.evaluators import EvalConfigError
   from llm.eval.tasks import TaskError
   from llm.run import ConfigError, NonFiniteLoss
+  from llm.tokenizer import TokenizerError
   try:
     if cfg.loop == 'evaluate':
       evaluate(cfg, workdir)
@@ -47,7 +48,7 @@ def main(argv) -> None:
     else:
       raise ConfigError(f"loop={cfg.loop!r} is not a loop; use 'pretrain' or 'evaluate'")
   except (ConfigError, DataError, CheckpointMismatch, CheckpointNotFound, NonFiniteLoss, EvalConfigError,
-          TaskError) as e:  # expected: one message, no traceback
+          TaskError, TokenizerError) as e:  # expected: one message, no traceback
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 
@@ -65,7 +66,9 @@ def run(cfg, workdir: str) -> dict:
   from llm import checkpoint, data, perf, sharding, trainer
   from llm.eval import evaluators, results
   from llm.eval.scorer import ModelLM
-  from llm.run import ConfigError, MetricsLog, PreemptionGuard, check_finite, data_config, model_config, optim_config
+  from llm.tokenizer import prefix_token
+  from llm.run import (ConfigError, MetricsLog, PreemptionGuard, check_finite, data_config, init_source,
+                       model_config, optim_config)
 
   if 'JAX_COORDINATOR_ADDRESS' in os.environ or 'TPU_WORKER_HOSTNAMES' in os.environ:
     jax.distributed.initialize()  # multi-host: one process per host
@@ -82,21 +85,30 @@ def run(cfg, workdir: str) -> dict:
         f'train.batch_size={tc.batch_size} is not divisible by the data-parallel size {dp} '
         f'(mesh data*fsdp) times train.accum_steps={tc.accum_steps}; use a multiple of {dp * tc.accum_steps}')
 
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), tc.checkpoint_every,
+                                 tc.keep_checkpoints, tc.async_checkpoint)
+  start = ckpt.latest_step()
+
+  # ----- Starting weights (config.init_from: a checkpoint workdir or hf:<dir>) ------------
+  # The source fixes the architecture and the tokenizer; a resumed run reads both from its
+  # own checkpoint and the weights from the checkpoint, not from the source.
+  init = init_source(cfg, ckpt, start, mesh, jax.default_backend()) if cfg.init_from else None
+
   # ----- Data ----------------------------------------------------------------------------
   repo = os.path.dirname(os.path.abspath(__file__))
-  corpus = data.load_corpus(data_config(cfg), root=repo)
+  corpus = data.load_corpus(data_config(cfg), root=repo, tokenizer=init.tokenizer if init else None)
   val = data.val_batches(corpus, tc.batch_size, tc.eval_batches, jax.process_index(), jax.process_count())
 
   # ----- Model, optimizer, shardings -----------------------------------------------------
-  model_cfg = model_config(cfg, corpus.tokenizer.vocab_size, jax.default_backend())
+  model_cfg = init.model_cfg if init else model_config(cfg, corpus.tokenizer.vocab_size, jax.default_backend())
   opt_cfg = optim_config(cfg)
   setup = trainer.setup_model(model_cfg, opt_cfg, mesh)
   train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed)
   eval_step = trainer.make_eval_step(setup)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), tc.checkpoint_every,
-                                 tc.keep_checkpoints, tc.async_checkpoint)
   meta = {'model': checkpoint.model_meta(model_cfg), 'data_seed': cfg.data.seed, 'batch_size': tc.batch_size,
-          'tokenizer': checkpoint.tokenizer_meta(cfg.data.tokenizer, cfg.data.spm_model)}
+          'tokenizer': checkpoint.record_tokenizer(workdir, corpus.tokenizer) if lead else corpus.tokenizer.spec()}
+  if cfg.init_from:
+    meta['init_from'] = cfg.init_from
   # Evaluators of config.evals that run every N steps (the evaluate loop runs them all).
   periodic = [(ev, every) for ev, every in evaluators.build_evaluators(
       cfg.evals, _split(cfg.eval.task_dirs), root=repo) if every > 0]
@@ -105,11 +117,14 @@ def run(cfg, workdir: str) -> dict:
   # Resume order: 1) newest complete checkpoint in the workdir, 2) check it is this model,
   # 3) restore state into this run's shardings, 4) the data stream restarts at the
   # restored step, 5) metrics.jsonl drops lines logged after that step.
-  start = ckpt.latest_step()
   if start is not None:
     state, _ = ckpt.restore(start, setup.abstract_state(),
                             checkpoint.architecture_keys(checkpoint.model_meta(model_cfg)))
     logging.info('resumed from %s at step %d', ckpt.directory, start)
+  elif init is not None:
+    start = 0
+    state = trainer.state_from_params(setup, init.params)
+    print(f'initialised from {cfg.init_from}', flush=True)
   else:
     start = 0
     state = trainer.init_state(setup, cfg.seed)
@@ -144,7 +159,7 @@ def run(cfg, workdir: str) -> dict:
     if not due:
       return {}
     lm = ModelLM(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
-                 max_length=cfg.eval.max_length or None,
+                 max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token,
                  generate_fn=evaluators.make_generate_fn(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh))
     return results.flat_metrics([ev.run(lm) for ev in due])
 
@@ -211,7 +226,8 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Sample --------------------------------------------------------------------------
   tok = corpus.tokenizer
-  prompt = [tok.bos_id] + list(tok.encode(cfg.sample.prompt))
+  prompt = ([tok.bos_id] if tok.add_bos else []) + list(tok.encode(cfg.sample.prompt))
+  prompt = prompt or [prefix_token(tok)]
   ids = sample_beyond_context(setup.graphdef, model_cfg, state.params, prompt, cfg.sample.num_tokens,
                               temperature=cfg.sample.temperature, top_k=cfg.sample.top_k, seed=cfg.seed, mesh=mesh)
   text = tok.decode(ids)
@@ -287,7 +303,7 @@ def evaluate(cfg, workdir: str) -> list:
 
   # ----- Scorer: the harness's LM interface over our model -------------------------------
   lm = ModelLM(graphdef, model_cfg, params, tok, mesh, batch_rows=cfg.eval.batch_rows,
-               max_length=cfg.eval.max_length or None,
+               max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token,
                generate_fn=evaluators.make_generate_fn(graphdef, model_cfg, params, tok, mesh))
 
   # ----- Run and write ---------------------------------------------------------------------

@@ -40,6 +40,10 @@ def base_config() -> config_dict.ConfigDict:
   c.loop = 'pretrain'  # pretrain | evaluate (score a checkpoint on config.evals, no training)
   c.seed = 0  # parameter initialisation and dropout
   c.cpu_devices = 0  # on CPU: split the host into this many devices (data parallel over cores); 0 = 1 device
+  # Start from another model's weights: a checkpoint workdir (a training run or `python -m llm.hf
+  # import`) or 'hf:<Hugging Face model dir>'. Its architecture and tokenizer replace
+  # config.model's size fields and config.data.tokenizer; '' = random initialisation.
+  c.init_from = ''
 
   c.mesh = config_dict.ConfigDict()
   c.mesh.data = -1  # pure data parallelism; -1 = all devices left over by the other axes
@@ -73,8 +77,9 @@ def base_config() -> config_dict.ConfigDict:
   c.data = config_dict.ConfigDict()
   c.data.sources = 'data/tinyshakespeare.txt'  # 'glob[:weight],...' relative to the repository
   c.data.seq_len = 128  # tokens per training row
-  c.data.tokenizer = 'byte'  # byte | sentencepiece
+  c.data.tokenizer = 'byte'  # byte | sentencepiece | hf
   c.data.spm_model = ''  # SentencePiece model path (python -m llm.tokenizer trains one)
+  c.data.hf_tokenizer = ''  # tokenizer='hf': a tokenizer.json or the Hugging Face directory holding it
   c.data.doc_separator = 'blank_line'  # text files: file | blank_line | line
   c.data.jsonl_field = 'text'
   c.data.split = 'document'  # document (hash of the text) | tail (last val_fraction of each document)
@@ -111,7 +116,10 @@ def base_config() -> config_dict.ConfigDict:
   c.eval.task_dirs = 'tasks'  # comma-separated directories of task YAML files (relative to the repository)
   c.eval.batch_rows = 16  # rows per scoring forward pass (a multiple of the data-parallel size)
   c.eval.max_length = 0  # tokens per scoring row; 0 = the model's max_seq_len
-  c.eval.tokenizer = ''  # '' = the checkpoint's; set to assert it (byte | sentencepiece)
+  c.eval.tokenizer = ''  # '' = the checkpoint's; set to assert it (byte | sentencepiece | hf)
+  # Start contexts with BOS as lm-evaluation-harness's add_bos_token does: None = as the
+  # tokenizer does (ours and Llama's: yes; GPT-2's: no).
+  c.eval.add_bos_token = config_dict.placeholder(bool)
 
   c.sample = config_dict.ConfigDict()
   c.sample.prompt = 'ROMEO:'  # text to continue at the end of training

@@ -22,7 +22,7 @@ from flax import nnx
 
 from llm import sharding
 from llm.model import ModelConfig, Transformer
-from llm.tokenizer import Tokenizer, make_tokenizer
+from llm.tokenizer import Tokenizer, TokenizerError, from_spec
 from llm.trainer import Params, TrainState
 
 
@@ -67,6 +67,10 @@ class Checkpointer:
   def restore(self, step: int, abstract: TrainState, expected_model: dict[str, Any]) -> tuple[TrainState, dict]:
     """Restore into the shardings of ``abstract`` after checking the model config matches."""
     meta = self.read_meta(step)
+    if meta.get('params_only'):
+      raise CheckpointMismatch(
+          f'{self.directory} holds parameters only (step {step}, {meta.get("imported_from") or "no optimizer state"}), '
+          f'which cannot be resumed; start a new --workdir with --config.init_from=<this workdir>')
     saved = meta.get('model', {})
     diff = {k: (saved.get(k), v) for k, v in expected_model.items() if saved.get(k) != v}
     if diff:
@@ -99,22 +103,16 @@ def architecture_keys(meta: dict[str, Any]) -> dict[str, Any]:
   return {k: meta[k] for k in keep if k in meta}
 
 
-def tokenizer_meta(kind: str, spm_model: str = '') -> dict[str, str]:
-  """How to rebuild the tokenizer a model was trained with (stored in every checkpoint)."""
-  if kind == 'sentencepiece':
-    return {'kind': kind, 'spm_model': os.path.abspath(spm_model)}
-  return {'kind': kind}
-
-
 def _tokenizer_spec(workdir: str, meta: dict[str, Any]) -> dict[str, str]:
+  """The tokenizer a checkpoint records (``Tokenizer.spec()``); older ones: the run's config.json."""
   if 'tokenizer' in meta:
     return meta['tokenizer']
-  # Checkpoints written before the tokenizer was recorded: the run's config.json says it.
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
     with open(path) as f:
       data = json.load(f).get('data', {})
-    return tokenizer_meta(data.get('tokenizer', 'byte'), data.get('spm_model', ''))
+    kind = data.get('tokenizer', 'byte')
+    return {'kind': kind, 'spm_model': data.get('spm_model', ''), 'path': data.get('hf_tokenizer', '')}
   return {'kind': 'byte'}
 
 
@@ -124,6 +122,27 @@ def _step_dir(workdir: str) -> str:
   return sub if os.path.isdir(sub) else workdir
 
 
+def record_tokenizer(workdir: str, tokenizer: Tokenizer) -> dict[str, Any]:
+  """The tokenizer spec a run's checkpoints record. A Hugging Face tokenizer's files are
+  copied into ``workdir/tokenizer`` and recorded relative to the workdir, so the run keeps
+  working when the source it came from is moved or deleted."""
+  spec = tokenizer.spec()
+  if spec.get('kind') != 'hf':
+    return spec
+  import shutil
+  from llm.hf import TOKENIZER_FILES
+  src_dir, dst_dir = os.path.dirname(spec['path']), os.path.join(os.path.abspath(workdir), 'tokenizer')
+  if os.path.abspath(src_dir) != dst_dir:
+    os.makedirs(dst_dir, exist_ok=True)
+    for name in TOKENIZER_FILES:
+      if os.path.exists(os.path.join(src_dir, name)):
+        shutil.copy2(os.path.join(src_dir, name), dst_dir)
+  return {**spec, 'path': 'tokenizer/tokenizer.json'}
+
+
+HF_PREFIX = 'hf:'  # a Hugging Face model directory where a checkpoint workdir is expected
+
+
 def load_params(workdir: str, step: int | None = None, mesh=None,
                 overrides: dict[str, Any] | None = None) -> tuple[ModelConfig, Tokenizer, Params, int]:
   """(model config, tokenizer, parameters, step) of a training run's checkpoint.
@@ -131,8 +150,16 @@ def load_params(workdir: str, step: int | None = None, mesh=None,
   Reads only the parameters (not the optimizer state), straight into the shardings the
   model's logical axes give on ``mesh`` (default: one device). ``step`` None = newest.
   ``overrides`` replace ModelConfig fields that do not change parameters (compute dtype,
-  attention kernel, scan_layers, remat). Raises CheckpointNotFound with the fix.
+  attention kernel, scan_layers, remat). ``hf:<dir>`` converts a Hugging Face model
+  directory in memory instead (``llm.hf``; step 0). Raises CheckpointNotFound with the fix.
   """
+  if workdir.startswith(HF_PREFIX):
+    from llm import hf
+    try:
+      cfg, tokenizer, params = hf.load(workdir[len(HF_PREFIX):], mesh, overrides)
+    except hf.HFError as e:
+      raise CheckpointMismatch(str(e)) from None
+    return cfg, tokenizer, params, 0
   directory = os.path.abspath(_step_dir(workdir))
   if not os.path.isdir(directory):
     raise CheckpointNotFound(f'{workdir} does not exist; point ckpt= at the --workdir of a training run '
@@ -153,10 +180,10 @@ def load_params(workdir: str, step: int | None = None, mesh=None,
     cfg = ModelConfig(**{**fields, **(overrides or {})})
     spec = _tokenizer_spec(workdir, meta)
     try:
-      tokenizer = make_tokenizer(spec['kind'], spec.get('spm_model', ''))
-    except (FileNotFoundError, ValueError) as e:  # e.g. the run's SentencePiece file was moved
+      tokenizer = from_spec(spec, root=os.path.abspath(workdir))
+    except (TokenizerError, FileNotFoundError) as e:  # e.g. the run's SentencePiece file was moved
       raise CheckpointMismatch(f'{workdir}: cannot rebuild the tokenizer it was trained with ({e})') from None
-    if tokenizer.vocab_size != cfg.vocab_size:
+    if tokenizer.vocab_size > cfg.vocab_size:
       raise CheckpointMismatch(f'{workdir}: the checkpoint was trained with a vocabulary of {cfg.vocab_size}, '
                                f'but its tokenizer {spec} has {tokenizer.vocab_size} entries; '
                                f'restore the tokenizer file the run used')
@@ -167,6 +194,19 @@ def load_params(workdir: str, step: int | None = None, mesh=None,
   finally:
     manager.close()
   return cfg, tokenizer, restored.state['params'], step
+
+
+def save_params(workdir: str, cfg: ModelConfig, tokenizer_spec: dict[str, Any], params: Params,
+                step: int = 0, extra_meta: dict[str, Any] | None = None) -> str:
+  """Write a parameters-only checkpoint (what ``load_params`` and ``init_from`` read) into
+  ``workdir/checkpoints``; ``train.py`` refuses to resume it (there is no optimizer state)."""
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), every=1, keep=1, async_save=False)
+  meta = {'model': model_meta(cfg), 'tokenizer': tokenizer_spec, 'step': step, 'params_only': True,
+          **(extra_meta or {})}
+  ckpt.manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({'step': step, 'params': params}), meta=ocp.args.JsonSave(meta)), force=True)
+  ckpt.close()
+  return ckpt.directory
 
 
 def abstract_params(cfg: ModelConfig, mesh=None) -> Params:

@@ -8,7 +8,8 @@
    keeps the last ``val_fraction`` of every document for validation (nanoGPT's split of
    one long text), ``split='document'`` sends whole documents to validation by a hash of
    their text (many short documents; duplicates land on the same side).
-3. Each document becomes ``[BOS] tokens [EOS]``; inputs/targets are that shifted by one.
+3. Each document becomes ``[BOS] tokens [EOS]`` (no BOS when the tokenizer's documents start
+   without one, ``Tokenizer.add_bos``); inputs/targets are that shifted by one.
    Documents are packed back to back into rows of ``seq_len`` tokens. ``segments`` numbers
    the documents inside a row (1, 2, ...; 0 = padding) and ``positions`` restart at 0 for
    each, so attention never crosses documents and no target is predicted twice.
@@ -30,7 +31,7 @@ import os
 
 import numpy as np
 
-from llm.tokenizer import Tokenizer, make_tokenizer
+from llm.tokenizer import Tokenizer, TokenizerError, make_tokenizer
 
 FIELDS = ('inputs', 'targets', 'positions', 'segments')
 
@@ -43,8 +44,9 @@ class DataError(ValueError):
 class DataConfig:
   sources: str  # 'glob[:weight],glob[:weight]'; .jsonl/.json files are JSONL, others text; .gz allowed
   seq_len: int = 256  # tokens per row
-  tokenizer: str = 'byte'  # 'byte' or 'sentencepiece'
+  tokenizer: str = 'byte'  # 'byte', 'sentencepiece' or 'hf'
   spm_model: str = ''  # path to a SentencePiece .model when tokenizer='sentencepiece'
+  hf_tokenizer: str = ''  # tokenizer.json (or its directory) when tokenizer='hf'
   doc_separator: str = 'file'  # text files: 'file' (one document), 'blank_line', or 'line'
   jsonl_field: str = 'text'  # JSONL field holding the document text
   split: str = 'document'  # 'tail' or 'document' (see module docstring)
@@ -180,15 +182,21 @@ def split_documents(docs: list[str], cfg: DataConfig) -> tuple[list[str], list[s
   raise DataError(f"data.split must be 'tail' or 'document', got {cfg.split!r}")
 
 
-def pack(token_docs: list[np.ndarray], seq_len: int, bos: int, eos: int) -> dict[str, np.ndarray]:
+def pack(token_docs: list[np.ndarray], seq_len: int, bos: int | None, eos: int | None) -> dict[str, np.ndarray]:
   """Pack documents into rows [n, seq_len] of inputs/targets/positions/segments (int32).
 
-  Each document contributes the pairs (t_i, t_{i+1}) of [bos] + doc + [eos]. The last,
-  partial row is padded with segment 0 (ignored by the loss).
+  Each document contributes the pairs (t_i, t_{i+1}) of [bos] + doc + [eos] (either left
+  out when None: a tokenizer that does not start documents with BOS, e.g. GPT-2's). The
+  last, partial row is padded with segment 0 (ignored by the loss).
   """
   if not token_docs:
     return {k: np.zeros((0, seq_len), np.int32) for k in FIELDS}
-  full = [np.concatenate([[bos], d, [eos]]).astype(np.int32) for d in token_docs]
+  head = [] if bos is None else [bos]
+  tail = [] if eos is None else [eos]
+  full = [np.concatenate([head, d, tail]).astype(np.int32) for d in token_docs]
+  full = [d for d in full if len(d) > 1]  # a one-token document has no (input, target) pair
+  if not full:
+    return {k: np.zeros((0, seq_len), np.int32) for k in FIELDS}
   inputs = np.concatenate([d[:-1] for d in full])
   targets = np.concatenate([d[1:] for d in full])
   doc_id = np.concatenate([np.full(len(d) - 1, i, np.int64) for i, d in enumerate(full)])
@@ -225,9 +233,16 @@ class Corpus:
     return sum(len(t['inputs']) for t in self.train)
 
 
-def load_corpus(cfg: DataConfig, root: str = '.') -> Corpus:
-  """Read, split, tokenize and pack every source. Raises DataError on bad input."""
-  tok = make_tokenizer(cfg.tokenizer, cfg.spm_model)
+def load_corpus(cfg: DataConfig, root: str = '.', tokenizer: Tokenizer | None = None) -> Corpus:
+  """Read, split, tokenize and pack every source. Raises DataError on bad input.
+
+  ``tokenizer`` replaces the one ``cfg`` names (a run initialised from a checkpoint or a
+  Hugging Face model uses the tokenizer that model was trained with).
+  """
+  try:
+    tok = tokenizer or make_tokenizer(cfg.tokenizer, cfg.hf_tokenizer if cfg.tokenizer == 'hf' else cfg.spm_model)
+  except TokenizerError as e:
+    raise DataError(str(e)) from None
   train, weights, vals, names = [], [], [], []
   for pattern, weight in parse_sources(cfg.sources):
     if pattern.startswith('tfds:'):
@@ -248,13 +263,14 @@ def load_corpus(cfg: DataConfig, root: str = '.') -> Corpus:
         tr, va = split_documents(read_documents(path, cfg), cfg)
         tr_docs += tr
         va_docs += va
-    packed = pack([tok.encode(d) for d in tr_docs], cfg.seq_len, tok.bos_id, tok.eos_id)
+    bos = tok.bos_id if tok.add_bos else None
+    packed = pack([tok.encode(d) for d in tr_docs], cfg.seq_len, bos, tok.eos_id)
     if len(packed['inputs']) == 0:
       raise DataError(f'data source {pattern!r} has no training text after the validation split')
     train.append(packed)
     weights.append(weight)
     names.append(pattern)
-    vals.append(pack([tok.encode(d) for d in va_docs], cfg.seq_len, tok.bos_id, tok.eos_id))
+    vals.append(pack([tok.encode(d) for d in va_docs], cfg.seq_len, bos, tok.eos_id))
   val = {k: np.concatenate([v[k] for v in vals]) for k in FIELDS}
   return Corpus(cfg, tok, train, weights, val, names)
 

@@ -457,7 +457,11 @@ class Transformer(nnx.Module):
     self.cfg = cfg
     V, d, pd = cfg.padded_vocab, cfg.d_model, cfg.param_dtype
     k_emb, k_pos, k_blocks, k_head = jax.random.split(key, 4)
+    # Rows (and head columns) past vocab_size are padding: zero, and they stay zero in training
+    # (never looked up, logits masked: no gradient, no decay), so exports drop nothing.
+    real_v1 = (jnp.arange(V) < cfg.vocab_size)[:, None]
     self.embed_vd = _param(k_emb, (V, d), ('vocab', 'embed'), cfg.init_std, pd)
+    self.embed_vd[...] = jnp.where(real_v1, self.embed_vd[...], 0)
     if cfg.positions == 'learned':
       self.pos_td = _param(k_pos, (cfg.max_seq_len, d), (None, 'embed'), cfg.init_std, pd)
     # Blocks are built once per layer under vmap, so each parameter gains a leading
@@ -469,6 +473,7 @@ class Transformer(nnx.Module):
     self.final_norm = Norm(cfg)
     if not cfg.tie_embeddings:
       self.head_dv = _param(k_head, (d, V), ('embed', 'vocab'), cfg.init_std, pd)
+      self.head_dv[...] = jnp.where(real_v1.T, self.head_dv[...], 0)
 
   def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array | None = None,
                segments_bt: jax.Array | None = None, dropout_key: jax.Array | None = None) -> jax.Array:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -69,9 +70,44 @@ def optim_config(cfg):
                      weight_decay=t.weight_decay, grad_clip=t.grad_clip, accum_steps=t.accum_steps)
 
 
+@dataclasses.dataclass
+class InitSource:
+  """What a run initialised from another model (``config.init_from``) takes from it."""
+
+  model_cfg: ModelConfig  # the source's architecture with this run's runtime choices
+  tokenizer: Any
+  params: Any  # parameters on the run's mesh; None when resuming (the checkpoint has them)
+
+
+def init_source(cfg, ckpt, start: int | None, mesh, backend: str) -> InitSource:
+  """The architecture, tokenizer and (for a fresh run) parameters of ``cfg.init_from``.
+
+  ``init_from`` is a training or import workdir, or ``hf:<dir>``. The run's own runtime
+  fields (compute dtype, attention kernel, remat, scan, dropout) apply; the size fields of
+  ``cfg.model`` are ignored. A resumed run reads the architecture and the tokenizer from its
+  own newest checkpoint (``start``), so it never depends on the source again.
+  """
+  from llm import checkpoint
+  from llm.tokenizer import from_spec
+  m = cfg.model
+  runtime = dict(runtime_choices(cfg, backend), remat=m.remat, scan_layers=m.scan_layers, dropout=m.dropout)
+  if start is not None:
+    meta = ckpt.read_meta(start)
+    fields = {k: v for k, v in meta['model'].items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
+    model_cfg = ModelConfig(**{**fields, **runtime})
+    tokenizer, params = from_spec(meta['tokenizer'], root=os.path.dirname(ckpt.directory)), None
+  else:
+    model_cfg, tokenizer, params, _ = checkpoint.load_params(cfg.init_from, None, mesh, overrides=runtime)
+  if model_cfg.max_seq_len < cfg.data.seq_len:
+    raise ConfigError(f'data.seq_len={cfg.data.seq_len} is longer than the {model_cfg.max_seq_len} positions of '
+                      f'init_from={cfg.init_from!r}; use --config.data.seq_len={model_cfg.max_seq_len} or less')
+  return InitSource(model_cfg, tokenizer, params)
+
+
 def data_config(cfg) -> DataConfig:
   d = cfg.data
   return DataConfig(sources=d.sources, seq_len=d.seq_len, tokenizer=d.tokenizer, spm_model=d.spm_model,
+                    hf_tokenizer=d.hf_tokenizer,
                     doc_separator=d.doc_separator, jsonl_field=d.jsonl_field, split=d.split,
                     val_fraction=d.val_fraction, decode_errors=d.decode_errors, seed=d.seed)
 

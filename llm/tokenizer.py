@@ -1,7 +1,17 @@
-"""Tokenizers: a byte-level vocabulary and SentencePiece, with one interface.
+"""Tokenizers: bytes, SentencePiece and Hugging Face ``tokenizers``, behind one interface.
 
-Both reserve id 0 for padding, 1 for beginning- and 2 for end-of-document, so packed
-batches can use segment id 0 for padding whatever the tokenizer.
+Every tokenizer says which ids are its special tokens, read from its own files rather
+than assumed: ``bos_id`` and ``eos_id`` (either may be None, not both), ``pad_id`` (only
+ever fills padding, which segment id 0 masks, so any id will do) and ``add_bos``, whether
+a document starts with BOS (in training rows, prompts and scored contexts alike, as a
+Hugging Face tokenizer's post-processor says for its model: Llama's adds one, GPT-2's
+does not). ``encode`` never adds special tokens; ``decode`` drops them. ``spec()`` is the
+JSON a checkpoint records so that evaluation and conversion rebuild the same tokenizer
+(``from_spec``), with a SHA-256 of the file so that a changed file is caught.
+
+The byte tokenizer keeps ids 0/1/2 for pad/bos/eos and the 256 byte values at 3..258;
+``python -m llm.tokenizer`` trains SentencePiece models with the same three ids, but a
+SentencePiece or Hugging Face tokenizer with other ids works as well.
 
 Train a SentencePiece model on the corpus (documented in README.md):
 
@@ -9,29 +19,55 @@ Train a SentencePiece model on the corpus (documented in README.md):
       --model_prefix=runs/spm/shakespeare
 
 then point a config at it: ``--config.data.tokenizer=sentencepiece
---config.data.spm_model=runs/spm/shakespeare.model``.
+--config.data.spm_model=runs/spm/shakespeare.model``; a Hugging Face tokenizer is
+``--config.data.tokenizer=hf --config.data.hf_tokenizer=<tokenizer.json or its directory>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
+import json
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-PAD, BOS, EOS = 0, 1, 2
+PAD, BOS, EOS = 0, 1, 2  # the byte tokenizer's ids, and those python -m llm.tokenizer trains with
+
+
+class TokenizerError(ValueError):
+  """A tokenizer that cannot be built as configured; the message names the file and the fix."""
 
 
 class Tokenizer(Protocol):
-  vocab_size: int
-  pad_id: int
-  bos_id: int
-  eos_id: int
+  vocab_size: int  # ids are 0..vocab_size-1
+  pad_id: int  # fills padding (masked by segment 0, never scored)
+  bos_id: int | None  # beginning of document; None = the tokenizer has none
+  eos_id: int | None  # end of document; None = the tokenizer has none
+  add_bos: bool  # documents (training rows, prompts, scored contexts) start with bos_id
 
-  def encode(self, text: str) -> np.ndarray: ...
-  def decode(self, ids) -> str: ...
+  def encode(self, text: str) -> np.ndarray: ...  # int32 [n], no special tokens
+  def decode(self, ids) -> str: ...  # special tokens dropped
+  def spec(self) -> dict[str, Any]: ...  # JSON that from_spec rebuilds it from
+
+
+def file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def prefix_token(tok: Tokenizer) -> int:
+  """The token an empty context is conditioned on: BOS, else EOS (lm-evaluation-harness's rule)."""
+  return tok.bos_id if tok.bos_id is not None else tok.eos_id  # type: ignore[return-value]
+
+
+def special_ids(tok: Tokenizer) -> set[int]:
+  return {i for i in (tok.pad_id, tok.bos_id, tok.eos_id) if i is not None}
 
 
 class ByteTokenizer:
@@ -39,6 +75,7 @@ class ByteTokenizer:
 
   vocab_size = 259
   pad_id, bos_id, eos_id = PAD, BOS, EOS
+  add_bos = True
   offset = 3
 
   def encode(self, text: str) -> np.ndarray:
@@ -49,40 +86,159 @@ class ByteTokenizer:
     ids = ids[(ids >= self.offset) & (ids < self.offset + 256)] - self.offset
     return ids.astype(np.uint8).tobytes().decode('utf-8', errors='replace')
 
+  def spec(self) -> dict[str, Any]:
+    return {'kind': 'byte'}
+
 
 class SentencePieceTokenizer:
-  """A trained SentencePiece model (train one with ``python -m llm.tokenizer``)."""
+  """A SentencePiece model (train one with ``python -m llm.tokenizer``); special ids from the model."""
 
   def __init__(self, model_path: str):
     import sentencepiece as spm
     if not model_path or not os.path.exists(model_path):
-      raise FileNotFoundError(
+      raise TokenizerError(
           f'SentencePiece model {model_path!r} not found; train one with '
           f'`python -m llm.tokenizer --input=CORPUS_GLOB --vocab_size=N --model_prefix=PREFIX` '
           f'and set --config.data.spm_model=PREFIX.model')
+    self.path = os.path.abspath(model_path)
     self.sp = spm.SentencePieceProcessor(model_file=model_path)
     self.vocab_size = self.sp.get_piece_size()
-    self.pad_id, self.bos_id, self.eos_id = self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()
-    if (self.pad_id, self.bos_id, self.eos_id) != (PAD, BOS, EOS):
-      raise ValueError(
-          f'{model_path}: expected pad/bos/eos ids {PAD}/{BOS}/{EOS}, got '
-          f'{self.pad_id}/{self.bos_id}/{self.eos_id}; train it with `python -m llm.tokenizer`, '
-          f'which sets them')
+    ids = {name: i if i >= 0 else None for name, i in
+           (('bos', self.sp.bos_id()), ('eos', self.sp.eos_id()), ('pad', self.sp.pad_id()))}
+    self.bos_id, self.eos_id = ids['bos'], ids['eos']
+    if self.bos_id is None and self.eos_id is None:
+      raise TokenizerError(f'{model_path}: the SentencePiece model has neither a BOS nor an EOS piece; '
+                           f'documents need one to be separated (train with `python -m llm.tokenizer`)')
+    self.pad_id = next(i for i in (ids['pad'], self.eos_id, self.bos_id) if i is not None)
+    self.add_bos = self.bos_id is not None
+    self._special = special_ids(self)
 
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self.sp.encode(text), np.int32)
 
   def decode(self, ids) -> str:
-    ids = [int(i) for i in ids if int(i) not in (PAD, BOS, EOS)]
-    return self.sp.decode(ids)
+    return self.sp.decode([int(i) for i in ids if int(i) not in self._special])
+
+  def spec(self) -> dict[str, Any]:
+    return {'kind': 'sentencepiece', 'spm_model': self.path, 'sha256': file_sha256(self.path)}
 
 
-def make_tokenizer(kind: str, spm_model: str = '') -> Tokenizer:
+def _token_content(value: Any) -> str | None:
+  """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+  if isinstance(value, dict):
+    value = value.get('content')
+  return value if isinstance(value, str) and value else None
+
+
+def _read_json(path: str) -> dict[str, Any]:
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding='utf-8') as f:
+    data = json.load(f)
+  return data if isinstance(data, dict) else {}
+
+
+class HFTokenizer:
+  """A Hugging Face ``tokenizers`` file (``tokenizer.json``: GPT-2's byte-level BPE, Llama's, ...).
+
+  Special tokens come from the files beside it, in the order transformers reads them:
+  ``tokenizer_config.json`` and ``special_tokens_map.json`` (bos_token, eos_token,
+  pad_token), then ``config.json`` / ``generation_config.json`` (bos_token_id, ...).
+  ``add_bos`` is what the file's post-processor does when ``transformers`` encodes with
+  special tokens (overridden by tokenizer_config's ``add_bos_token`` when it sets one), and
+  ``split_special_tokens`` is honoured as transformers honours it.
+  """
+
+  def __init__(self, path: str):
+    try:
+      from tokenizers import Tokenizer as _Tokenizer
+    except ImportError as e:
+      raise TokenizerError('the Hugging Face tokenizer backend needs the `tokenizers` package: '
+                           'pip install -r requirements.txt') from e
+    file = os.path.join(path, 'tokenizer.json') if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+      raise TokenizerError(f'Hugging Face tokenizer {path!r} not found: point it at a tokenizer.json '
+                           f'or the directory holding one (a slow-only tokenizer.model/vocab.txt '
+                           f'must first be saved as tokenizer.json by transformers)')
+    self.path = os.path.abspath(file)
+    try:
+      self.tk = _Tokenizer.from_file(self.path)
+    except Exception as e:  # the Rust error says what is wrong with the file
+      raise TokenizerError(f'{file} is not a tokenizers file: {e}') from None
+    folder = os.path.dirname(self.path)
+    config = {**_read_json(os.path.join(folder, 'special_tokens_map.json')),
+              **_read_json(os.path.join(folder, 'tokenizer_config.json'))}
+    model_cfg = {**_read_json(os.path.join(folder, 'generation_config.json')),
+                 **_read_json(os.path.join(folder, 'config.json'))}
+    self.vocab_size = self.tk.get_vocab_size(with_added_tokens=True)
+    # transformers' split_special_tokens: text that spells a special token is encoded as text.
+    self.tk.encode_special_tokens = bool(config.get('split_special_tokens', False))
+
+    def resolve(name: str) -> int | None:
+      content = _token_content(config.get(f'{name}_token'))
+      if content is not None:
+        i = self.tk.token_to_id(content)
+        if i is None:
+          raise TokenizerError(f'{folder}: {name}_token {content!r} of tokenizer_config.json is not in '
+                               f'the vocabulary of {os.path.basename(file)}')
+        return i
+      i = model_cfg.get(f'{name}_token_id')
+      if isinstance(i, list):  # generation configs may list several EOS ids; the first is the document end
+        i = i[0] if i else None
+      return int(i) if isinstance(i, int) and 0 <= i < self.vocab_size else None
+
+    self.bos_id, self.eos_id = resolve('bos'), resolve('eos')
+    if self.bos_id is None and self.eos_id is None:
+      raise TokenizerError(f'{folder}: no BOS or EOS token is named (tokenizer_config.json bos_token/'
+                           f'eos_token, or config.json bos_token_id/eos_token_id); add eos_token so that '
+                           f'documents can be separated')
+    pad = resolve('pad')
+    self.pad_id = next(i for i in (pad, self.eos_id, self.bos_id) if i is not None)
+    probe = 'a'
+    plain = self.tk.encode(probe, add_special_tokens=False).ids
+    full = self.tk.encode(probe, add_special_tokens=True).ids
+    adds = self.bos_id is not None and len(full) > len(plain) and full[0] == self.bos_id
+    if isinstance(config.get('add_bos_token'), bool):
+      adds = config['add_bos_token'] and self.bos_id is not None
+    self.add_bos = bool(adds)
+    self._special = special_ids(self) | {i for i, t in self.tk.get_added_tokens_decoder().items() if t.special}
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.asarray(self.tk.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def decode(self, ids) -> str:
+    return self.tk.decode([int(i) for i in ids if int(i) not in self._special], skip_special_tokens=False)
+
+  def spec(self) -> dict[str, Any]:
+    return {'kind': 'hf', 'path': self.path, 'sha256': file_sha256(self.path)}
+
+
+def make_tokenizer(kind: str, path: str = '') -> Tokenizer:
+  """'byte', 'sentencepiece' (path = the .model) or 'hf' (path = tokenizer.json or its directory)."""
   if kind == 'byte':
     return ByteTokenizer()
   if kind == 'sentencepiece':
-    return SentencePieceTokenizer(spm_model)
-  raise ValueError(f"data.tokenizer must be 'byte' or 'sentencepiece', got {kind!r}")
+    return SentencePieceTokenizer(path)
+  if kind == 'hf':
+    return HFTokenizer(path)
+  raise TokenizerError(f"data.tokenizer must be 'byte', 'sentencepiece' or 'hf', got {kind!r}")
+
+
+def from_spec(spec: dict[str, Any], root: str = '') -> Tokenizer:
+  """Rebuild the tokenizer a checkpoint recorded; relative paths are relative to ``root``.
+
+  Raises TokenizerError when the file is missing or differs from the one recorded.
+  """
+  kind = spec.get('kind', 'byte')
+  path = spec.get('spm_model') or spec.get('path') or ''
+  if path and not os.path.isabs(path):
+    path = os.path.join(root, path)
+  tok = make_tokenizer(kind, path)
+  want = spec.get('sha256')
+  if want and path and file_sha256(tok.spec()['spm_model' if kind == 'sentencepiece' else 'path']) != want:
+    raise TokenizerError(f'{path} is not the tokenizer file the checkpoint was trained with (its SHA-256 '
+                         f'differs); restore that file or point the run at a copy of it')
+  return tok
 
 
 def train_sentencepiece(input_glob: str, vocab_size: int, model_prefix: str,

@@ -166,6 +166,15 @@ def init_state(setup: ModelSetup, seed: int) -> TrainState:
     return init(jax.random.key(seed))
 
 
+def state_from_params(setup: ModelSetup, params: Params) -> TrainState:
+  """A step-0 state around given parameters (fine-tuning or continued pre-training): fresh
+  optimizer moments, everything in the setup's shardings."""
+  def build(p):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=setup.optimizer.init(p))
+  with sharding.activate(setup.mesh):
+    return jax.jit(build, out_shardings=setup.state_shardings)(params)
+
+
 def target_logprobs(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
   """log p(target) per token [b, t] in float32, from logits [b, t, v]."""
   logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)

@@ -461,7 +461,7 @@ def test_byte_tokenizer_round_trip():
 
 
 def test_unknown_tokenizer():
-  with pytest.raises(ValueError, match="'byte' or 'sentencepiece'"):
+  with pytest.raises(ValueError, match="'byte', 'sentencepiece' or 'hf'"):
     make_tokenizer('bpe')
 
 
@@ -503,10 +503,29 @@ def test_sentencepiece_corpus(spm_model, tmp_path):
   assert corpus.train[0]['inputs'].max() < 400
 
 
+def test_sentencepiece_with_llama_style_ids(tmp_path):
+  """A SentencePiece model trained elsewhere (Llama's layout: unk 0, bos 1, eos 2, no pad)
+  works with its own ids: pad falls back to EOS, specials are dropped by decode."""
+  import sentencepiece as spm
+  with open(SHAKESPEARE, encoding='utf-8') as f:
+    (tmp_path / 'c.txt').write_text(f.read(50_000), encoding='utf-8')
+  spm.SentencePieceTrainer.train(input=str(tmp_path / 'c.txt'), model_prefix=str(tmp_path / 'l'), vocab_size=300,
+                                 unk_id=5, bos_id=7, eos_id=9, pad_id=-1, minloglevel=2)
+  tok = make_tokenizer('sentencepiece', str(tmp_path / 'l.model'))
+  assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.add_bos) == (7, 9, 9, True)
+  ids = tok.encode('ROMEO: hi')
+  assert tok.decode([7, *ids, 9]) == tok.decode(ids)
+  corpus = _load(_write(tmp_path / 'doc.txt', 'First Citizen:\nBefore we proceed.\n\n' * 40),
+                 tokenizer='sentencepiece', spm_model=str(tmp_path / 'l.model'))
+  row = corpus.train[0]
+  # One document: it starts with this model's BOS and ends with its EOS, each exactly once.
+  assert (row['inputs'] == 7).sum() == 1 and (row['targets'] == 9).sum() == 1
+
+
 def test_sentencepiece_missing_model(tmp_path):
-  with pytest.raises(FileNotFoundError, match='python -m llm.tokenizer'):
+  with pytest.raises(ValueError, match='python -m llm.tokenizer'):
     make_tokenizer('sentencepiece', str(tmp_path / 'missing.model'))
-  with pytest.raises(FileNotFoundError, match='python -m llm.tokenizer'):
+  with pytest.raises(ValueError, match='python -m llm.tokenizer'):
     make_tokenizer('sentencepiece', '')
   with pytest.raises(FileNotFoundError):
     train_sentencepiece(str(tmp_path / 'none*.txt'), 400, str(tmp_path / 'x'))

@@ -295,21 +295,27 @@ def test_results_come_back_in_input_order(family):
 
 
 @needs_harness
-@pytest.mark.parametrize('family', FAMILIES)
-def test_rolling_equals_harness_windows(family):
+@pytest.mark.parametrize('family,add_bos', [('llama', None), ('gpt2', None), ('llama', False)])
+def test_rolling_equals_harness_windows(family, add_bos):
+  """HFLM.loglikelihood_rolling: windows over tok_encode(text) after the prefix token. A
+  tokenizer that adds BOS (ours by default) puts its own BOS first, so that BOS is scored
+  too, as the harness scores it for Llama's tokenizer; add_bos_token=False drops it."""
   texts = ['To be, or not to be, that is the question: whether tis nobler in the mind to suffer '
            'the slings and arrows of outrageous fortune, or to take arms against a sea of troubles.',
            'A short one.', '']
   assert len(TOK.encode(texts[0])) > 2 * L
   want = []
   for text in texts:
+    tokens = ([] if add_bos is False else [TOK.bos_id]) + TOK.encode(text).tolist()
     windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-        TOK.encode(text).tolist(), prefix_token=TOK.bos_id, max_seq_len=L, context_len=1)]
+        tokens, prefix_token=TOK.bos_id, max_seq_len=L, context_len=1)]
     want.append(sum(ll for ll, _ in direct_scores(family, windows)) if windows else 0.0)
-  for lm in (make_lm(family, batch_rows=8), make_lm(family, pack=False, share_context=False, batch_rows=32)):
+  for lm in (make_lm(family, batch_rows=8, add_bos_token=add_bos),
+             make_lm(family, pack=False, share_context=False, batch_rows=32, add_bos_token=add_bos)):
     got = lm.loglikelihood_rolling(texts)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     assert lm.stats['truncated'] == 0
+  assert (want[2] == 0.0) == (add_bos is False)  # an empty text scores its BOS only when BOS is added
 
 
 def test_packing_packs_and_sharing_shares():
@@ -346,7 +352,9 @@ def test_edge_cases():
   long = 'Ask not what your country can do for you; ask what you can do for your country. ' * 2
   assert len(long) > 2 * L
   (ll, greedy), = lm.loglikelihood([('', long)])
-  np.testing.assert_allclose(ll, lm.loglikelihood_rolling([long])[0], rtol=1e-6)
+  # (without add_bos: rolling texts then start with the prefix token alone, as this context does)
+  np.testing.assert_allclose(ll, make_lm('llama', batch_rows=8, add_bos_token=False).loglikelihood_rolling([long])[0],
+                             rtol=1e-6)
   assert not greedy and lm.stats['truncated'] == 1
   assert lm.loglikelihood([]) == [] and lm.loglikelihood_rolling([]) == []
   with pytest.raises(ValueError, match='learned position table'):

@@ -47,7 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from llm import sharding, trainer
 from llm.model import ModelConfig
-from llm.tokenizer import Tokenizer
+from llm.tokenizer import Tokenizer, prefix_token
 
 # (prompt token lists, normalised gen_kwargs) -> generated texts, one per prompt. gen_kwargs
 # always holds 'until' (list of str) and 'max_gen_toks' (int), as the harness normalises them.
@@ -264,14 +264,19 @@ class ModelLM:
   def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, params: trainer.Params, tokenizer: Tokenizer,
                mesh: Mesh, *, max_length: int | None = None, batch_rows: int = 16, pack: bool = True,
                share_context: bool = True, generate_fn: GenerateFn | None = None,
-               max_gen_toks: int = DEFAULT_MAX_GEN_TOKS):
+               max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, add_bos_token: bool | None = None):
     """max_length: tokens the model sees (default cfg.max_seq_len). batch_rows: rows per
     forward pass, rounded up to a multiple of the data-parallel size. pack / share_context:
     see the module docstring; False/False is the one-request-per-row reference. generate_fn:
     the decoder ``generate_until`` delegates to. max_gen_toks: generation budget when a
     request names none (the harness's default), which also bounds the prompt length.
-    ``pack_floor`` (set here from ``pack_width_floor``) is the narrowest packed row."""
+    add_bos_token: the harness's HFLM argument of that name: whether texts are encoded
+    with BOS in front (None = as the tokenizer does, ``Tokenizer.add_bos``). ``pack_floor``
+    (set here from ``pack_width_floor``) is the narrowest packed row."""
     self.cfg, self.tokenizer, self.mesh = cfg, tokenizer, mesh
+    self.add_bos = (tokenizer.add_bos if add_bos_token is None else bool(add_bos_token)) \
+        and tokenizer.bos_id is not None
+    self.prefix = prefix_token(tokenizer)
     self.max_length = int(max_length or cfg.max_seq_len)
     if self.max_length < 1:
       raise ValueError(f'max_length must be positive, got {self.max_length}')
@@ -299,6 +304,11 @@ class ModelLM:
                        forward_batches=0, row_slots=0, seconds=0.0, truncated=0, generate_requests=0,
                        generate_seconds=0.0)
 
+  def count(self, requests: int, seconds: float) -> None:
+    """Add requests answered through ``score_pairs`` by a caller (the harness adapter) to the stats."""
+    self._stats['requests'] += int(requests)
+    self._stats['seconds'] += float(seconds)
+
   @property
   def stats(self) -> dict[str, Any]:
     """Counters since construction (or reset_stats), for the results file.
@@ -317,34 +327,38 @@ class ModelLM:
   # ----- Tokenisation ---------------------------------------------------------------------
 
   def _encode(self, text: str) -> Tokens:
+    """Tokens of ``text`` without special tokens."""
     return tuple(np.asarray(self.tokenizer.encode(text)).tolist())
+
+  def encode_text(self, text: str) -> Tokens:
+    """Tokens of ``text`` as the harness's ``tok_encode`` gives them: BOS first when add_bos."""
+    return ((self.tokenizer.bos_id,) if self.add_bos else ()) + self._encode(text)
 
   def encode_pair(self, context: str, continuation: str,
                   cache: dict[str, Tokens] | None = None) -> tuple[Tokens, Tokens]:
-    """(context tokens with BOS, continuation tokens), split as the harness splits them.
+    """(context tokens, continuation tokens), split as the harness splits them.
 
     Trailing whitespace of the context moves to the continuation, the pair is encoded
     whole and the continuation is what follows the context's own encoding (a tokenizer
-    may merge across the boundary). An empty context is the BOS token alone (the
-    harness's prefix token); our documents start with BOS in training too. ``cache``
+    may merge across the boundary); both start with BOS when ``add_bos``. An empty
+    context is the prefix token alone (BOS, else EOS: the harness's rule). ``cache``
     (context -> tokens) lets a call encode each distinct context once.
     """
-    bos = self.tokenizer.bos_id
     if context == '':
       cont = self._encode(continuation)
-      if cont and cont[0] == bos:  # the harness: a continuation that starts with the prefix token
+      if cont and cont[0] == self.prefix:  # the harness: a continuation that starts with the prefix token
         return cont[:1], cont[1:]
-      return (bos,), cont
+      return (self.prefix,), cont
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
       context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
     ctx = None if cache is None else cache.get(context)
     if ctx is None:
-      ctx = self._encode(context)
+      ctx = self.encode_text(context)
       if cache is not None:
         cache[context] = ctx
-    whole = self._encode(context + continuation)
-    return (bos,) + ctx, whole[len(ctx):]
+    whole = self.encode_text(context + continuation)
+    return ctx, whole[len(ctx):]
 
   # ----- The harness's three request types ------------------------------------------------
 
@@ -353,20 +367,25 @@ class ModelLM:
     t0 = time.perf_counter()
     cache: dict[str, Tokens] = {}  # per call: a question's choices share one context encoding
     pairs = [self.encode_pair(c, x, cache) for c, x in requests]
-    lls, greedy = self._score_pairs(pairs)
+    lls, greedy = self.score_pairs(pairs)
     self._stats['requests'] += len(requests)
     self._stats['seconds'] += time.perf_counter() - t0
     return [(float(l), bool(g)) for l, g in zip(lls, greedy)]
 
   def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
-    """log p(text) of each whole text (after BOS) over the harness's disjoint windows."""
+    """log p(text) of each whole text over the harness's disjoint windows after the prefix token.
+
+    As in the harness, the text is encoded by ``encode_text``: with ``add_bos`` its own BOS
+    is the first token scored (after the prefix BOS), exactly what lm-evaluation-harness's
+    HFLM computes for a tokenizer that adds BOS (Llama's, and our export's).
+    """
     t0 = time.perf_counter()
     pairs, owner = [], []
     for i, text in enumerate(texts):
-      for w in rolling_windows(self._encode(text), self.tokenizer.bos_id, self.max_length):
+      for w in rolling_windows(self.encode_text(text), self.prefix, self.max_length):
         pairs.append(w)
         owner.append(i)
-    lls, _ = self._score_pairs(pairs)
+    lls, _ = self.score_pairs(pairs)
     out = np.zeros(len(texts), np.float64)
     np.add.at(out, np.asarray(owner, np.int64), lls)
     self._stats['requests'] += len(texts)
@@ -377,14 +396,15 @@ class ModelLM:
     """Generated text per (context, gen_kwargs), cut at the first of the 'until' strings.
 
     Requests with equal gen_kwargs go to ``generate_fn`` together, longest prompt first
-    (the harness's grouping and order). A prompt is [BOS] + context, cut from the left to
+    (the harness's grouping and order). A prompt is ``encode_text(context)`` (BOS first
+    when add_bos; the prefix token alone for an empty one), cut from the left to
     max_length - max_gen_toks tokens as the harness does, so the generation fits.
     """
     if self.generate_fn is None:
       raise ValueError('generate_until needs a decoder: pass generate_fn to ModelLM '
                        '(e.g. llm.eval.evaluators.make_generate_fn(...))')
     t0 = time.perf_counter()
-    eos = self.tokenizer.decode([self.tokenizer.eos_id])
+    eos = self.tokenizer.decode([self.tokenizer.eos_id]) if self.tokenizer.eos_id is not None else ''
     groups: dict[str, list[int]] = {}
     for i, (_, kw) in enumerate(requests):
       groups.setdefault(json.dumps(kw, sort_keys=True, default=repr), []).append(i)
@@ -399,7 +419,7 @@ class ModelLM:
                          f'{self.max_length}; lower max_gen_toks in the task (or ModelLM) or raise max_length')
       prompts = {}
       for i in idx:
-        toks = [self.tokenizer.bos_id, *self._encode(requests[i][0])]
+        toks = list(self.encode_text(requests[i][0])) or [self.prefix]
         if len(toks) > room:
           self._stats['truncated'] += 1
           toks = toks[-room:]
@@ -416,7 +436,7 @@ class ModelLM:
 
   # ----- Scoring token pairs --------------------------------------------------------------
 
-  def _score_pairs(self, pairs: Sequence[tuple[Tokens, Tokens]]) -> tuple[np.ndarray, np.ndarray]:
+  def score_pairs(self, pairs: Sequence[tuple[Tokens, Tokens]]) -> tuple[np.ndarray, np.ndarray]:
     """Summed log-probabilities float64 [n] and is_greedy bool [n] of continuation given context.
 
     A pair longer than max_length + 1 tokens is cut from the left (and counted). A
