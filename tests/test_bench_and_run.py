@@ -31,23 +31,38 @@ def test_benchmark_runs_on_unpacked_synthetic_tokens():
   assert r['loss'] == r['loss'] and 0 < r['loss'] < 10  # finite, below a uniform guess over 512 (6.24) + slack
 
 
-def test_end_of_training_sample_continues_past_the_context_and_respects_top_k():
+def random_model(cfg, seed=0):
+  """(graphdef, params) of a random model, drawn with numpy into the model's structure: an
+  eagerly built Transformer compiles an XLA program per initialiser op (~10 s on 2 cores)."""
   import jax
+  import numpy as np
   from flax import nnx
-  import train
   from llm.model import Transformer
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, jax.random.key(0))))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, x):
+    noise = rng.normal(0.0, cfg.init_std, x.shape).astype(x.dtype)
+    return noise + 1 if path[-1].key == 'scale' else noise  # norm scales around 1
+  return graphdef, jax.device_put(jax.tree_util.tree_map_with_path(draw, nnx.to_pure_dict(abstract)))
+
+
+def test_end_of_training_sample_continues_past_the_context_and_respects_top_k():
+  import train
   cfg = config_for_size('smoke', vocab_size=259, max_seq_len=16)
-  graphdef, params = nnx.split(Transformer(cfg, jax.random.key(0)))
-  params = nnx.to_pure_dict(params)
+  graphdef, params = random_model(cfg)
   prompt = [1, 40, 41]
+  # 16 new tokens past a 3-token prompt: a first window of 13 (up to the 16-token context),
+  # then one re-prefilled from the last 8 tokens that stops after the 3 still missing.
+  # Two window sizes, so each sampler compiles twice.
   kw = dict(top_k=0, seed=0, mesh=None)
-  greedy = train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=0.0, **kw)
-  assert greedy[:3] == prompt and len(greedy) == 43  # longer than max_seq_len: windows re-prefilled
-  assert greedy == train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=0.0, **kw)
+  greedy = train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=0.0, **kw)
+  assert greedy[:3] == prompt and len(greedy) == 19  # longer than max_seq_len: windows re-prefilled
+  assert greedy == train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=0.0, **kw)
   # top_k=1 at any temperature is greedy.
-  assert train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=1.0, top_k=1, seed=3,
+  assert train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=1.0, top_k=1, seed=3,
                                      mesh=None) == greedy
-  sampled = train.sample_beyond_context(graphdef, cfg, params, prompt, 40, temperature=1.0, **kw)
+  sampled = train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=1.0, **kw)
   assert sampled != greedy and all(0 <= t < cfg.vocab_size for t in sampled)
 
 

@@ -201,7 +201,7 @@ def test_bad_config_and_inputs_give_clear_errors(tmp_path):
   assert not (tmp_path / 'out').exists()  # refused before any work
 
 
-def test_train_py_trains_on_the_produced_dataset(raw, tmp_path):
+def test_train_py_trains_on_the_produced_dataset(raw, tmp_path, compile_cache):
   import train
   from configs import default
   out = tmp_path / 'corpus'
@@ -213,8 +213,9 @@ def test_train_py_trains_on_the_produced_dataset(raw, tmp_path):
   assert done['splits']['validation'] == 0 and done['splits']['train'] > 0
   assert any('validation split is empty' in n for n in done['notes'])
   c = default.get_config('smoke=True')
+  # Rows of the smoke config's 32 tokens, as in tests/test_train.py: the runs of both modules
+  # compile the same programs, which compile_cache then compiles once per session.
   c.data.sources = f'tfds:{done["tfds_dir"]}'
-  c.data.seq_len = 64
   last = train.run(c, str(tmp_path / 'lm'))
   assert last['step'] == c.train.steps
   rows = [json.loads(l) for l in open(tmp_path / 'lm' / 'metrics.jsonl')]

@@ -1,26 +1,20 @@
 """Sharded loss, gradients and updates equal the single-device ones; parameters really split.
 
 The checks run in a subprocess with 8 simulated CPU devices (tests/sharding_worker.py),
-since the device count is fixed when JAX's CPU backend starts.
+since the device count is fixed when JAX's CPU backend starts. It is started as soon as the
+tests are collected (tests/conftest.py), so it runs beside the tests before these.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 @pytest.fixture(scope='module')
-def result():
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  proc = subprocess.run([sys.executable, os.path.join(HERE, 'sharding_worker.py')], capture_output=True,
-                        text=True, env=env, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+def result(worker_output):
+  returncode, stdout, stderr = worker_output('sharding_worker.py')
+  assert returncode == 0, stderr[-4000:]
+  return json.loads(stdout.strip().splitlines()[-1])
 
 
 MESHES = ['data8', 'fsdp4_tensor2', 'data2_fsdp2_tensor2']

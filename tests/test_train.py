@@ -21,6 +21,11 @@ from llm.run import NonFiniteLoss  # noqa: E402
 DETERMINISTIC = ('train_loss', 'val_loss', 'grad_norm', 'param_norm', 'update_norm', 'learning_rate')
 
 
+# Every run here builds the same smoke model: with the compilation cache (tests/conftest.py) its
+# init, train, eval and sampling programs are compiled once, not once per run.
+pytestmark = pytest.mark.usefixtures('compile_cache')
+
+
 def smoke(**train_overrides):
   c = default.get_config('smoke=True')
   c.train.decay_steps = 6  # the schedule must not depend on where a run stops
@@ -112,12 +117,15 @@ def test_command_line_prints_one_message_for_bad_input(tmp_path):
   assert len(errors) == 1 and 'empty.txt' in errors[0] and 'empty' in errors[0]
 
 
-def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
+def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, capsys, compile_cache):
   wd = str(tmp_path / 'run')
+  # decay_steps as smoke() sets it: the schedule does not depend on where a run stops, and the
+  # process runs the train step the in-process runs compiled (loaded from compile_cache).
   cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--config=' + os.path.join(ROOT, 'configs/default.py:smoke=True'),
-         '--workdir=' + wd, '--config.train.steps=100000', '--config.train.checkpoint_every=100000',
-         '--config.train.log_every=1', '--config.train.eval_every=0']
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+         '--workdir=' + wd, '--config.train.decay_steps=6', '--config.train.steps=100000',
+         '--config.train.checkpoint_every=100000', '--config.train.log_every=1', '--config.train.eval_every=0']
+  env = {**os.environ, **compile_cache}
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
   lines = []
   deadline = time.time() + 300
   for line in proc.stdout:
@@ -131,8 +139,10 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
   assert 'SIGTERM: saved a checkpoint at step' in rest
   saved = [int(s) for s in os.listdir(os.path.join(wd, 'checkpoints')) if s.isdigit()]
   assert len(saved) == 1 and 5 <= saved[0] < 100000, (os.listdir(os.path.join(wd, 'checkpoints')), rest[-2000:])
-  # The rerun resumes from there and finishes.
-  out = subprocess.run(cmd[:4] + ['--config.train.steps=%d' % (saved[0] + 2)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=300)
-  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  assert f'steps {saved[0]}..{saved[0] + 2}' in out.stdout
+  # The rerun (the command's smoke config, decay_steps=6, without the other overrides) resumes
+  # from there and finishes. It runs in this process, which holds nothing of the first one: a
+  # second train.py process would spend ~15 s importing TensorFlow and Orbax again.
+  capsys.readouterr()
+  last = train.run(smoke(steps=saved[0] + 2), wd)
+  out = capsys.readouterr().out
+  assert f'steps {saved[0]}..{saved[0] + 2}' in out and last['step'] == saved[0] + 2, out[-3000:]
