@@ -169,6 +169,24 @@ def harness_tasks(names: list[str], manager) -> list[str | dict[str, Any]]:
   return out
 
 
+def per_doc_loglikelihoods(samples: list[dict]) -> dict[int, list[float]]:
+  """doc id -> each request's log-likelihood, from the harness's logged samples or ours.
+
+  The harness logs ``resps`` ([[answer], ...], an answer being (ll, is_greedy) or ll);
+  ours log ``loglikelihoods`` (multiple choice), ``loglikelihood`` or, for tasks with
+  ``process_results``, the raw ``answers``. For comparing the two per document.
+  """
+  out = {}
+  for s in samples:
+    if 'resps' in s or 'answers' in s:
+      answers = [r[0] for r in s['resps']] if 'resps' in s else s['answers']
+      lls = [a[0] if isinstance(a, (tuple, list)) else a for a in answers]
+    else:
+      lls = s.get('loglikelihoods') or [s['loglikelihood']]
+    out[int(s['doc_id'])] = [float(x) for x in lls]
+  return out
+
+
 def _bool_or_none(value: str) -> bool | None:
   if value.lower() in ('', 'none', 'auto'):
     return None
@@ -216,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'error: unknown task(s) {unknown}; pass --include_path=<dir of task YAML files> for local tasks',
           file=sys.stderr)
     return 2
-  results = lm_eval.simple_evaluate(model=model, tasks=harness_tasks(tasks, manager), task_manager=manager, num_fewshot=args.num_fewshot,
-                                    limit=args.limit, fewshot_random_seed=args.fewshot_seed, log_samples=False)
+  results = lm_eval.simple_evaluate(model=model, tasks=harness_tasks(tasks, manager), task_manager=manager,
+                                    num_fewshot=args.num_fewshot, limit=args.limit, fewshot_random_seed=args.fewshot_seed, log_samples=False)
   print(make_table(results))
   stats = model.lm.stats
   print(f"{stats['requests']} requests scored in {stats['seconds']:.1f}s ({stats['requests_per_sec']:.1f}/s), "

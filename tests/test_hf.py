@@ -163,6 +163,19 @@ def test_import_cli_writes_a_checkpoint_that_loads(tmp_path, capsys):
   ck.close()
 
 
+def test_hf_prefix_reads_a_directory_wherever_a_checkpoint_is_read(tmp_path):
+  model = make_hf_model(str(tmp_path / 'm'), 'llama')
+  cfg, tok, params, step = checkpoint.load_params(f'hf:{tmp_path / "m"}', overrides={'scan_layers': False})
+  assert step == 0 and not cfg.scan_layers and tok.add_bos and tok.bos_id == model.config.bos_token_id
+  tokens = random_tokens(cfg.vocab_size)
+  assert np.abs(our_logprobs(cfg, params, tokens) - hf_logprobs(model, tokens)).max() <= TOL
+  with pytest.raises(checkpoint.CheckpointMismatch, match='is not a directory'):
+    checkpoint.load_params(f'hf:{tmp_path / "missing"}')
+  os.remove(tmp_path / 'm' / 'tokenizer.json')
+  with pytest.raises(checkpoint.CheckpointMismatch, match='has no tokenizer.json'):
+    checkpoint.load_params(f'hf:{tmp_path / "m"}')
+
+
 # ---------------------------------------------------------------------------------------------
 # Export: transformers runs our models; round trips are bit-identical
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from lm_eval.tasks import TaskManager
 
 from llm import checkpoint, hf
 from llm.eval import tasks as our_tasks
-from llm.lm_eval_adapter import LlmLM, harness_tasks, load_scorer
+from llm.lm_eval_adapter import LlmLM, harness_tasks, load_scorer, per_doc_loglikelihoods
 from llm.lm_eval_adapter import main as adapter_main
 from llm.model import ModelConfig
 from llm.tokenizer import ByteTokenizer
@@ -42,26 +42,13 @@ def setup(tmp_path_factory):
   return d, load_scorer(str(d / 'run'), batch_rows=8), manager
 
 
-def per_doc_lls(samples: list[dict]) -> dict[int, list[float]]:
-  """doc id -> each request's log-likelihood, from harness samples or ours."""
-  out = {}
-  for s in samples:
-    if 'resps' in s or 'answers' in s:  # the harness: [[answer], ...]; ours with process_results: [answer, ...]
-      answers = [r[0] for r in s['resps']] if 'resps' in s else s['answers']
-      lls = [a[0] if isinstance(a, (tuple, list)) else a for a in answers]
-    else:
-      lls = s.get('loglikelihoods') or [s['loglikelihood']]
-    out[int(s['doc_id'])] = [float(x) for x in lls]
-  return out
-
-
 def ours(lm, name):
   task = our_tasks.load_task(our_tasks.discover([TASK_DIR])[name])
   return our_tasks.evaluate_task(task, lm, limit=LIMIT, bootstrap_iters=0)
 
 
 def assert_same(result, name, harness_out, atol):
-  mine, theirs = per_doc_lls(result.samples), per_doc_lls(harness_out['samples'][name])
+  mine, theirs = per_doc_loglikelihoods(result.samples), per_doc_loglikelihoods(harness_out['samples'][name])
   assert mine.keys() == theirs.keys() and len(mine) == LIMIT
   for doc in mine:
     np.testing.assert_allclose(mine[doc], theirs[doc], atol=atol, rtol=0, err_msg=f'{name} doc {doc}')
