@@ -70,11 +70,19 @@ class ModelConfig:
   # which otherwise transposes g with the activation derivative fused in; costs memory).
   dense_grad: Literal['xla', 'pretransposed'] = 'xla'
   init_std: float = 0.02
+  # Low-rank adapters (Hu et al., 2021) on the projections named in lora_targets (keys of
+  # LORA_TARGETS): y = W x + (lora_alpha / lora_rank) * B (A dropout(x)), B zero at init
+  # as PEFT does, so an adapted model starts equal to its base. lora_rank 0 = none.
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_dropout: float = 0.0
+  lora_targets: tuple[str, ...] = ()
 
   def __post_init__(self):
     llama = self.family == 'llama'
     if self.family not in ('llama', 'gpt2'):
       raise ValueError(f"model.family must be 'llama' or 'gpt2', got {self.family!r}")
+    object.__setattr__(self, 'lora_targets', tuple(self.lora_targets or ()))  # JSON gives a list
     defaults = dict(
         n_kv_heads=self.n_heads,
         d_head=self.d_model // self.n_heads,
@@ -94,6 +102,23 @@ class ModelConfig:
           f'model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}')
     if self.positions == 'rope' and self.d_head % 2:
       raise ValueError(f'rotary positions need an even head width, got d_head={self.d_head}')
+    if self.lora_rank < 0:
+      raise ValueError(f'lora_rank must be >= 0, got {self.lora_rank}')
+    if self.lora_rank and not self.lora_targets:
+      raise ValueError(f'lora_rank={self.lora_rank} but lora_targets is empty; name the projections to '
+                       f'adapt, from {self.lora_target_names()}')
+    unknown = [t for t in self.lora_targets if t not in self.lora_target_names()]
+    if unknown:
+      raise ValueError(f'LoRA target(s) {unknown} match no projection of this model; its projections are '
+                       f'{self.lora_target_names()} (gate exists only with the swiglu MLP)')
+
+  def lora_target_names(self) -> list[str]:
+    """The projections this architecture has, by LoRA target name."""
+    return [t for t in LORA_TARGETS if t != 'gate' or self.mlp == 'swiglu']
+
+  @property
+  def lora_scale(self) -> float:
+    return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
 
   @property
   def padded_vocab(self) -> int:
@@ -113,6 +138,14 @@ class ModelConfig:
       if self.positions == 'learned':
         total += self.max_seq_len * d
     return total
+
+
+# LoRA target name -> (module, weight) of the projection it adapts. Names follow PEFT's
+# Llama modules (q_proj ... down_proj); up is the MLP's input projection in both families.
+LORA_TARGETS: dict[str, tuple[str, str]] = {
+    'q': ('attn', 'w_q_dnh'), 'k': ('attn', 'w_k_dkh'), 'v': ('attn', 'w_v_dkh'), 'o': ('attn', 'w_o_nhd'),
+    'gate': ('mlp', 'w_gate_df'), 'up': ('mlp', 'w_in_df'), 'down': ('mlp', 'w_out_fd'),
+}
 
 
 def _swiglu_width(d_model: int) -> int:
@@ -204,6 +237,46 @@ def project(eq: str, x: jax.Array, w: jax.Array, cfg: 'ModelConfig') -> jax.Arra
   k = len([c for c in xs if c in ws and c not in out])
   assert xs[len(xs) - k:] == ws[:k] and out == xs[:len(xs) - k] + ws[k:], eq
   return _dense_pretransposed(x, w, k)
+
+
+def _add_lora(module: nnx.Module, cfg: 'ModelConfig', key: jax.Array, target: str,
+              in_shape: tuple[int, ...], in_axes: tuple[str, ...], out_shape: tuple[int, ...],
+              out_axes: tuple[str, ...]) -> None:
+  """Give ``module`` the adapter of projection ``target`` when the config asks for it.
+
+  A [*in, r] is drawn as PEFT's default (Kaiming-uniform with a=sqrt(5): U(+-1/sqrt(fan_in)));
+  B [r, *out] is zero, so the adapted projection starts equal to the base one.
+  """
+  if not cfg.lora_rank or target not in cfg.lora_targets:
+    return
+  r, pd = cfg.lora_rank, cfg.param_dtype
+  bound = 1.0 / math.sqrt(math.prod(in_shape))
+  a = jax.random.uniform(jax.random.fold_in(key, 0x10a), in_shape + (r,), pd, -bound, bound)
+  setattr(module, f'lora_a_{target}', nnx.Param(a, axes=in_axes + ('lora',)))
+  setattr(module, f'lora_b_{target}', nnx.Param(jnp.zeros((r,) + out_shape, pd), axes=('lora',) + out_axes))
+
+
+def adapted(eq: str, x: jax.Array, w: jax.Array, module: nnx.Module, target: str, cfg: 'ModelConfig',
+            key: jax.Array | None = None) -> jax.Array:
+  """``project(eq, x, w)`` plus the low-rank update of ``target`` when the module has one.
+
+  The update is computed unmerged, scale * (dropout(x) A) B, so the weight gradient of a
+  frozen W is never formed: only dA and dB, each a rank-r product.
+  """
+  y = project(eq, x, w, cfg)
+  a = getattr(module, f'lora_a_{target}', None)
+  if a is None:
+    return y
+  b = getattr(module, f'lora_b_{target}')
+  ins, out = eq.split('->')
+  xs, ws = ins.split(',')
+  contracted = ''.join(c for c in ws if c not in out)
+  kept = ''.join(c for c in ws if c in out)
+  lead = ''.join(c for c in xs if c not in contracted)
+  dt = x.dtype
+  x = dropout(x, cfg.lora_dropout, key)
+  z = jnp.einsum(f'{xs},{contracted}r->{lead}r', x, a[...].astype(dt))
+  return y + (cfg.lora_scale * jnp.einsum(f'{lead}r,r{kept}->{out}', z, b[...].astype(dt))).astype(dt)
 
 
 def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
@@ -306,6 +379,10 @@ class Attention(nnx.Module):
     self.w_v_dkh = _param(kv, (d, k, h), ('embed', 'kv_heads', 'head_dim'), std, pd)
     # GPT-2's residual-projection scaling: std / sqrt(2 * n_layers).
     self.w_o_nhd = _param(ko, (n, h, d), ('heads', 'head_dim', 'embed'), std / math.sqrt(2 * cfg.n_layers), pd)
+    _add_lora(self, cfg, kq, 'q', (d,), ('embed',), (n, h), ('heads', 'head_dim'))
+    _add_lora(self, cfg, kk, 'k', (d,), ('embed',), (k, h), ('kv_heads', 'head_dim'))
+    _add_lora(self, cfg, kv, 'v', (d,), ('embed',), (k, h), ('kv_heads', 'head_dim'))
+    _add_lora(self, cfg, ko, 'o', (n, h), ('heads', 'head_dim'), (d,), ('embed',))
     if cfg.use_bias:
       self.b_q_nh = _param(kq, (n, h), ('heads', 'head_dim'), None, pd)
       self.b_k_kh = _param(kk, (k, h), ('kv_heads', 'head_dim'), None, pd)
@@ -314,12 +391,14 @@ class Attention(nnx.Module):
 
   def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None,
                branches_bt: jax.Array | None = None, cache: 'LayerCache | None' = None,
-               with_weights: bool = False) -> tuple[jax.Array, 'LayerCache | None', jax.Array | None]:
+               with_weights: bool = False, lora_key: jax.Array | None = None
+               ) -> tuple[jax.Array, 'LayerCache | None', jax.Array | None]:
     """(output [b, t, d], updated layer cache, attention weights [b, n, t, s] or None)."""
     cfg, dt = self.cfg, x_btd.dtype
-    q_btnh = project('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt), cfg)
-    k_btkh = project('btd,dkh->btkh', x_btd, self.w_k_dkh[...].astype(dt), cfg)
-    v_btkh = project('btd,dkh->btkh', x_btd, self.w_v_dkh[...].astype(dt), cfg)
+    kq, kk, kv, ko = jax.random.split(lora_key, 4) if lora_key is not None else (None,) * 4
+    q_btnh = adapted('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt), self, 'q', cfg, kq)
+    k_btkh = adapted('btd,dkh->btkh', x_btd, self.w_k_dkh[...].astype(dt), self, 'k', cfg, kk)
+    v_btkh = adapted('btd,dkh->btkh', x_btd, self.w_v_dkh[...].astype(dt), self, 'v', cfg, kv)
     if cfg.use_bias:
       q_btnh += self.b_q_nh[...].astype(dt)
       k_btkh += self.b_k_kh[...].astype(dt)
@@ -349,7 +428,7 @@ class Attention(nnx.Module):
       mask_bts = attention_mask(positions_bt, positions_bt, segments_bt, segments_bt, cfg.causal,
                                 branches_bt, branches_bt)
       o_btnh, weights = _xla_attention(q_btnh, [(k_btkh, v_btkh, mask_bts)])
-    out_btd = project('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt), cfg)
+    out_btd = adapted('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt), self, 'o', cfg, ko)
     if cfg.use_bias:
       out_btd += self.b_o_d[...].astype(dt)
     return out_btd, cache, (weights if with_weights else None)
@@ -402,21 +481,26 @@ class MLP(nnx.Module):
     if cfg.mlp == 'swiglu':
       self.w_gate_df = _param(k3, (d, f), ('embed', 'mlp'), std, pd)
     self.w_out_fd = _param(k2, (f, d), ('mlp', 'embed'), std / math.sqrt(2 * cfg.n_layers), pd)
+    _add_lora(self, cfg, k1, 'up', (d,), ('embed',), (f,), ('mlp',))
+    if cfg.mlp == 'swiglu':
+      _add_lora(self, cfg, k3, 'gate', (d,), ('embed',), (f,), ('mlp',))
+    _add_lora(self, cfg, k2, 'down', (f,), ('mlp',), (d,), ('embed',))
     if cfg.use_bias:
       self.b_in_f = _param(k1, (f,), ('mlp',), None, pd)
       self.b_out_d = _param(k2, (d,), ('embed',), None, pd)
 
-  def __call__(self, x_btd: jax.Array) -> jax.Array:
+  def __call__(self, x_btd: jax.Array, lora_key: jax.Array | None = None) -> jax.Array:
     cfg, dt = self.cfg, x_btd.dtype
-    h_btf = project('btd,df->btf', x_btd, self.w_in_df[...].astype(dt), cfg)
+    ku, kg, kd = jax.random.split(lora_key, 3) if lora_key is not None else (None,) * 3
+    h_btf = adapted('btd,df->btf', x_btd, self.w_in_df[...].astype(dt), self, 'up', cfg, ku)
     if cfg.use_bias:
       h_btf += self.b_in_f[...].astype(dt)
     if cfg.mlp == 'swiglu':
-      h_btf = jax.nn.silu(project('btd,df->btf', x_btd, self.w_gate_df[...].astype(dt), cfg)) * h_btf
+      h_btf = jax.nn.silu(adapted('btd,df->btf', x_btd, self.w_gate_df[...].astype(dt), self, 'gate', cfg, kg)) * h_btf
     else:
       h_btf = jax.nn.gelu(h_btf, approximate=True)
     h_btf = constrain(h_btf, ('act_batch', 'act_length', 'act_mlp'))
-    out_btd = project('btf,fd->btd', h_btf, self.w_out_fd[...].astype(dt), cfg)
+    out_btd = adapted('btf,fd->btd', h_btf, self.w_out_fd[...].astype(dt), self, 'down', cfg, kd)
     if cfg.use_bias:
       out_btd += self.b_out_d[...].astype(dt)
     return out_btd
@@ -436,10 +520,13 @@ class Block(nnx.Module):
   def __call__(self, x_btd, positions_bt, segments_bt, dropout_key=None, branches_bt=None, cache=None,
                with_weights=False):
     k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+    # Adapter dropout draws from its own stream, so the residual dropout masks do not change.
+    la, lm = (jax.random.split(jax.random.fold_in(dropout_key, 0x10a))
+              if dropout_key is not None and self.cfg.lora_dropout > 0 else (None, None))
     a_btd, cache, weights = self.attn(self.attn_norm(x_btd), positions_bt, segments_bt, branches_bt, cache,
-                                      with_weights)
+                                      with_weights, la)
     x_btd = x_btd + dropout(a_btd, self.cfg.dropout, k1)
-    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd)), self.cfg.dropout, k2)
+    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd), lm), self.cfg.dropout, k2)
     return constrain(x_btd, ('act_batch', 'act_length', 'act_embed')), cache, weights
 
 

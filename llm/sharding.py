@@ -35,6 +35,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     'head_dim': None,
     'layers': None,
     'norm': None,
+    'lora': None,  # adapter rank: small, replicated
     # activations
     'act_batch': BATCH,
     'act_length': None,

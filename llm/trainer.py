@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
+from flax import nnx, traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from llm import sharding
@@ -83,7 +83,7 @@ DECAY_BY_NAME: dict[str, bool] = {
     'embed_vd': True, 'head_dv': True, 'pos_td': True,  # embeddings
     'scale': False, 'bias': False,  # norms
 }
-DECAY_BY_PREFIX: tuple[tuple[str, bool], ...] = (('w_', True), ('b_', False))
+DECAY_BY_PREFIX: tuple[tuple[str, bool], ...] = (('w_', True), ('b_', False), ('lora_', True))  # lora_a_*/lora_b_*
 
 
 def decays(path: tuple[str, ...], axes: tuple[str | None, ...]) -> bool:
@@ -115,9 +115,27 @@ def weight_decay_mask(var_state: nnx.State) -> Params:
   return nnx.to_pure_dict(mask)
 
 
+def split_params(params: Params, mask: Params) -> tuple[Params, Params]:
+  """(leaves where ``mask`` is True, the others), each a nested dict holding only its leaves."""
+  flat, flat_mask = traverse_util.flatten_dict(params), traverse_util.flatten_dict(mask)
+  return (traverse_util.unflatten_dict({k: v for k, v in flat.items() if flat_mask[k]}),
+          traverse_util.unflatten_dict({k: v for k, v in flat.items() if not flat_mask[k]}))
+
+
+def join_params(a: Params, b: Params) -> Params:
+  """The union of two disjoint nested dicts (the inverse of ``split_params``)."""
+  return traverse_util.unflatten_dict({**traverse_util.flatten_dict(a), **traverse_util.flatten_dict(b)})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSetup:
-  """What the steps need to know about the model: its graph, shardings and optimizer."""
+  """What the steps need to know about the model: its graph, shardings and optimizer.
+
+  ``trainable`` marks the parameters the optimizer updates (all of them in pre-training;
+  the adapters in LoRA; all but the frozen ones in partial fine-tuning). The optimizer
+  state covers those only, and the gradient is taken with respect to them only, so a
+  frozen weight costs no moments, no weight gradient and no update.
+  """
 
   cfg: ModelConfig
   graphdef: nnx.GraphDef
@@ -127,6 +145,13 @@ class ModelSetup:
   state_shardings: TrainState  # NamedSharding tree for the whole TrainState
   mesh: Mesh
   build: ModelBuilder = Transformer  # how the model is constructed (init and abstract shapes)
+  trainable: Params | None = None  # bool per parameter; None = every parameter
+
+  def split(self, params: Params) -> tuple[Params, Params]:
+    """(trainable, frozen) parameters."""
+    if self.trainable is None:
+      return params, {}
+    return split_params(params, self.trainable)
 
   def abstract_state(self) -> TrainState:
     """ShapeDtypeStructs with shardings: the restore target for checkpoints."""
@@ -136,27 +161,42 @@ class ModelSetup:
 
 
 def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh,
-                build: ModelBuilder = Transformer) -> ModelSetup:
-  """Trace the model abstractly (nothing is allocated) and derive every sharding from it."""
+                build: ModelBuilder = Transformer,
+                trainable: Callable[[tuple[str, ...]], bool] | None = None) -> ModelSetup:
+  """Trace the model abstractly (nothing is allocated) and derive every sharding from it.
+
+  ``trainable(path)`` (path e.g. ('blocks', 'attn', 'lora_a_q')) selects the parameters
+  to train; None trains all. Raises ValueError when it selects none.
+  """
   abstract = nnx.eval_shape(lambda: build(model_cfg, jax.random.key(0)))
   graphdef, var_state = nnx.split(abstract)
   specs = nnx.to_pure_dict(sharding.param_specs(var_state, mesh))
-  decay_mask = weight_decay_mask(var_state)
-  optimizer = make_optimizer(optim_cfg, decay_mask)
   abstract_params = nnx.to_pure_dict(var_state)
-  opt_shapes = jax.eval_shape(optimizer.init, abstract_params)
+  mask = None
+  if trainable is not None:
+    flat = traverse_util.flatten_dict(abstract_params)
+    mask = traverse_util.unflatten_dict({k: bool(trainable(tuple(map(str, k)))) for k in flat})
+    if not any(traverse_util.flatten_dict(mask).values()):
+      raise ValueError('no parameter is trainable: the freeze/LoRA settings leave nothing to train')
+  decay_mask = weight_decay_mask(var_state)
+  train_decay = decay_mask if mask is None else split_params(decay_mask, mask)[0]
+  train_specs = specs if mask is None else split_params(specs, mask)[0]
+  optimizer = make_optimizer(optim_cfg, train_decay)
+  train_abstract = abstract_params if mask is None else split_params(abstract_params, mask)[0]
+  opt_shapes = jax.eval_shape(optimizer.init, train_abstract)
   # Optimizer moments are sharded exactly like their parameters; counters are replicated.
-  opt_specs = optax.tree_map_params(optimizer, lambda _, spec: spec, opt_shapes, specs,
+  opt_specs = optax.tree_map_params(optimizer, lambda _, spec: spec, opt_shapes, train_specs,
                                     transform_non_params=lambda _: P(),
                                     is_leaf=lambda x: isinstance(x, P))
   state_specs = TrainState(step=P(), params=specs, opt_state=opt_specs)
   return ModelSetup(model_cfg, graphdef, specs, decay_mask, optimizer,
-                    sharding.named(mesh, state_specs), mesh, build)
+                    sharding.named(mesh, state_specs), mesh, build, mask)
 
 
 def _init_state(setup: ModelSetup, key: jax.Array) -> TrainState:
   params = nnx.to_pure_dict(nnx.split(setup.build(setup.cfg, key))[1])
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=setup.optimizer.init(params))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=setup.optimizer.init(setup.split(params)[0]))
 
 
 def init_state(setup: ModelSetup, seed: int) -> TrainState:
@@ -170,7 +210,7 @@ def state_from_params(setup: ModelSetup, params: Params) -> TrainState:
   """A step-0 state around given parameters (fine-tuning or continued pre-training): fresh
   optimizer moments, everything in the setup's shardings."""
   def build(p):
-    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=setup.optimizer.init(p))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=setup.optimizer.init(setup.split(p)[0]))
   with sharding.activate(setup.mesh):
     return jax.jit(build, out_shardings=setup.state_shardings)(params)
 
@@ -239,14 +279,17 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate
   ``loss_fn`` returns (summed loss, token count); the default is next-token prediction.
   """
   A = optim_cfg.accum_steps
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, setup.graphdef), has_aux=True)
-  use_dropout = setup.cfg.dropout > 0
+  def loss_of_trainable(train_p, frozen_p, batch, key):
+    return loss_fn(setup.graphdef, join_params(train_p, frozen_p) if frozen_p else train_p, batch, key)
+  grad_fn = jax.value_and_grad(loss_of_trainable, has_aux=True)  # d/d(trainable parameters) only
+  use_dropout = setup.cfg.dropout > 0 or setup.cfg.lora_dropout > 0
   lr_fn = schedule(optim_cfg)
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(jax.random.key(seed), state.step) if use_dropout else None
+    train_p, frozen_p = setup.split(state.params)
     if A == 1:
-      (loss_sum, n_tokens), grads = grad_fn(state.params, batch, key)
+      (loss_sum, n_tokens), grads = grad_fn(train_p, frozen_p, batch, key)
     else:
       def split(x):  # [b, t] -> [A, b/A, t], microbatch i = rows i, i+A, ... (spread over devices)
         b = x.shape[0]
@@ -258,16 +301,17 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate
       micro = jax.tree.map(split, batch)
       def body(carry, xs):
         mb, i = xs
-        (l, n), g = grad_fn(state.params, mb, None if key is None else jax.random.fold_in(key, i))
+        (l, n), g = grad_fn(train_p, frozen_p, mb, None if key is None else jax.random.fold_in(key, i))
         acc_l, acc_n, acc_g = carry
         return (acc_l + l, acc_n + n, jax.tree.map(jnp.add, acc_g, g)), None
-      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), train_p)
       (loss_sum, n_tokens, grads), _ = jax.lax.scan(
           body, (jnp.zeros(()), jnp.zeros(()), zeros), (micro, jnp.arange(A)))
     denom = jnp.maximum(n_tokens, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
-    updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = setup.optimizer.update(grads, state.opt_state, train_p)
+    train_p = optax.apply_updates(train_p, updates)
+    params = join_params(train_p, frozen_p) if frozen_p else train_p
     metrics = {
         'train_loss': loss_sum / denom,
         'grad_norm': _global_norm(grads),
