@@ -292,7 +292,7 @@ def train_dataset(corpus: Corpus, global_batch: int, start_step: int = 0,
   cum = np.cumsum(np.asarray(corpus.weights, np.float64))
   cum_w = tf.constant((cum / cum[-1]).astype(np.float32))
   offsets = tf.constant(np.cumsum([0] + [len(t['inputs']) for t in corpus.train])[:-1], tf.int64)
-  rows = {k: tf.constant(np.concatenate([t[k] for t in corpus.train])) for k in FIELDS}
+  rows = {k: tf.constant(np.concatenate([t[k] for t in corpus.train])) for k in corpus.train[0]}  # FIELDS (+ loss_mask)
 
   def element(c):
     step, r = c // local, c % local

@@ -987,6 +987,43 @@ class Task:
       cfg['generation_kwargs'] = self.generation_kwargs
     return _json_safe(cfg)
 
+  def supervised_pairs(self, split: str | None = None, limit: int = 0) -> list[tuple[str, str]]:
+    """(prompt, completion) per doc of ``split`` (default the task's training_split), for fine-tuning.
+
+    The prompt is what the zero-shot evaluation shows (description + doc_to_text) and the
+    completion the gold answer as the evaluation scores it (target_delimiter + the gold
+    choice, or the first gold target), so a model fine-tuned on these pairs is evaluated
+    on exactly the strings it was trained on. ``limit`` > 0 renders only the first docs.
+    """
+    split = split or self._cfg.get('training_split')
+    if split is None:
+      raise TaskError(f'{self.path}: no training_split to fine-tune on; name one in the task file or pass a split '
+                      f'of dataset_kwargs.data_files ({list(self._splits)}).')
+    if split not in self._splits:
+      raise TaskError(f'{self.path}: split {split!r} is not in dataset_kwargs.data_files ({list(self._splits)}).')
+    if self.multiple_input:
+      raise TaskError(f'{self.path}: a task whose choices are contexts (multiple inputs) has no single prompt '
+                      'to fine-tune on; cast it as prompt/completion records instead.')
+    pairs = []
+    docs = self._split_docs(split)
+    for i, doc in enumerate(docs[:limit] if limit > 0 else docs):
+      where = f'{split} doc {i}'
+      prompt = self._description(doc, where) + self._text(doc, where)
+      target = self._target(doc, where)
+      if self._has_choices():
+        choices = self._choice(doc, where)
+        if isinstance(target, str) and target in choices:
+          target = choices.index(target)
+        if not isinstance(target, int) or not -len(choices) <= target < len(choices):
+          raise TaskError(f'{self.path}: doc_to_target gave {target!r} on {where}, not a choice index.')
+        answer = choices[target]
+      else:
+        answer = target[0] if isinstance(target, list) else target
+      if not isinstance(answer, str):
+        raise TaskError(f'{self.path}: the answer of {where} is {answer!r}, not a string.')
+      pairs.append((prompt, self.target_delimiter + answer))
+    return pairs
+
   def build_requests(self, limit: int | None = None) -> list[Request]:
     """The LM requests for the first ``limit`` docs, in doc order (sampler seeded afresh)."""
     sampler = _Sampler(self._pool, self._fewshot.sampler, self.seed, self.path)
