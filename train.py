@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -34,21 +33,16 @@ def main(argv) -> None:
   cfg, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError('--workdir is required (e.g. --workdir=runs/default)')
-  from llm.checkpoint import CheckpointMismatch, CheckpointNotFound
-  from llm.data import DataError
-  from llm.eval.evaluators import EvalConfigError
-  from llm.eval.tasks import TaskError
-  from llm.run import ConfigError, NonFiniteLoss
-  from llm.tokenizer import TokenizerError
+  from llm.run import ConfigError, expected_errors
   try:
     if cfg.loop == 'evaluate':
       evaluate(cfg, workdir)
     elif cfg.loop == 'pretrain':
       run(cfg, workdir)
     else:
-      raise ConfigError(f"loop={cfg.loop!r} is not a loop; use 'pretrain' or 'evaluate'")
-  except (ConfigError, DataError, CheckpointMismatch, CheckpointNotFound, NonFiniteLoss, EvalConfigError,
-          TaskError, TokenizerError) as e:  # expected: one message, no traceback
+      raise ConfigError(f"loop={cfg.loop!r} is not a loop of train.py; use 'pretrain' or 'evaluate' "
+                        f"(fine-tuning configs run with finetune.py)")
+  except expected_errors() as e:  # bad input: one message, no traceback
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 
@@ -60,20 +54,17 @@ def run(cfg, workdir: str) -> dict:
   from llm.run import configure_cpu_devices
   configure_cpu_devices(cfg.cpu_devices)
   import jax
-  import numpy as np
-  from clu import metric_writers, periodic_actions
+  from clu import metric_writers
 
-  from llm import checkpoint, data, perf, sharding, trainer
+  from llm import checkpoint, data, loop, sharding, trainer
   from llm.eval import evaluators, results
   from llm.eval.scorer import ModelLM
   from llm.tokenizer import prefix_token
-  from llm.run import (ConfigError, MetricsLog, PreemptionGuard, check_finite, data_config, init_source,
-                       model_config, optim_config)
+  from llm.run import ConfigError, data_config, init_source, model_config, optim_config
 
   if 'JAX_COORDINATOR_ADDRESS' in os.environ or 'TPU_WORKER_HOSTNAMES' in os.environ:
     jax.distributed.initialize()  # multi-host: one process per host
   os.makedirs(workdir, exist_ok=True)
-  on_cpu = jax.default_backend() == 'cpu'
   lead = jax.process_index() == 0
 
   # ----- Mesh ----------------------------------------------------------------------------
@@ -84,15 +75,13 @@ def run(cfg, workdir: str) -> dict:
     raise ConfigError(
         f'train.batch_size={tc.batch_size} is not divisible by the data-parallel size {dp} '
         f'(mesh data*fsdp) times train.accum_steps={tc.accum_steps}; use a multiple of {dp * tc.accum_steps}')
-
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), tc.checkpoint_every,
                                  tc.keep_checkpoints, tc.async_checkpoint)
-  start = ckpt.latest_step()
 
   # ----- Starting weights (config.init_from: a checkpoint workdir or hf:<dir>) ------------
   # The source fixes the architecture and the tokenizer; a resumed run reads both from its
   # own checkpoint and the weights from the checkpoint, not from the source.
-  init = init_source(cfg, ckpt, start, mesh, jax.default_backend()) if cfg.init_from else None
+  init = init_source(cfg, ckpt, ckpt.latest_step(), mesh, jax.default_backend()) if cfg.init_from else None
 
   # ----- Data ----------------------------------------------------------------------------
   repo = os.path.dirname(os.path.abspath(__file__))
@@ -101,61 +90,31 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Model, optimizer, shardings -----------------------------------------------------
   model_cfg = init.model_cfg if init else model_config(cfg, corpus.tokenizer.vocab_size, jax.default_backend())
-  opt_cfg = optim_config(cfg)
-  setup = trainer.setup_model(model_cfg, opt_cfg, mesh)
-  train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed)
-  eval_step = trainer.make_eval_step(setup)
+  setup = trainer.setup_model(model_cfg, optim_config(cfg), mesh)
+  train_step = trainer.make_train_step(setup, optim_config(cfg), cfg.seed)
   meta = {'model': checkpoint.model_meta(model_cfg), 'data_seed': cfg.data.seed, 'batch_size': tc.batch_size,
           'tokenizer': checkpoint.record_tokenizer(workdir, corpus.tokenizer) if lead else corpus.tokenizer.spec()}
-  if cfg.init_from:
-    meta['init_from'] = cfg.init_from
+  if init is not None:  # continued pre-training: what it continued from, and that model's step
+    meta.update(init_from=cfg.init_from, init_step=init.step)
   # Evaluators of config.evals that run every N steps (the evaluate loop runs them all).
   periodic = [(ev, every) for ev, every in evaluators.build_evaluators(
       cfg.evals, _split(cfg.eval.task_dirs), root=repo) if every > 0]
 
   # ----- Restore or initialise -----------------------------------------------------------
-  # Resume order: 1) newest complete checkpoint in the workdir, 2) check it is this model,
-  # 3) restore state into this run's shardings, 4) the data stream restarts at the
-  # restored step, 5) metrics.jsonl drops lines logged after that step.
-  if start is not None:
-    state, _ = ckpt.restore(start, setup.abstract_state(),
-                            checkpoint.architecture_keys(checkpoint.model_meta(model_cfg)))
-    logging.info('resumed from %s at step %d', ckpt.directory, start)
-  elif init is not None:
-    start = 0
-    state = trainer.state_from_params(setup, init.params)
-    print(f'initialised from {cfg.init_from}', flush=True)
-  else:
-    start = 0
-    state = trainer.init_state(setup, cfg.seed)
-  metrics_log = MetricsLog(os.path.join(workdir, 'metrics.jsonl'), truncate_after=start, enabled=lead)
+  state, start, how = loop.restore_or_init(ckpt, setup, seed=cfg.seed, params=init.params if init else None)
+  logging.info(how)
+  if init is not None and start == 0:
+    print(f'initialised from {cfg.init_from} (its step {init.step})', flush=True)
   if lead:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(cfg.to_json_best_effort(indent=2))
   batches = data.train_dataset(corpus, tc.batch_size, start, jax.process_index(),
                                jax.process_count()).as_numpy_iterator()
-
-  # ----- Writers and hooks ---------------------------------------------------------------
   writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
-  report = periodic_actions.ReportProgress(num_train_steps=tc.steps, writer=writer, every_steps=tc.log_every)
-  guard = PreemptionGuard()
-  n_params = model_cfg.param_count()
-  tokens_per_step = tc.batch_size * cfg.data.seq_len
-  logging.info('model: %s, %.2fM parameters; mesh %s; %d train rows', model_cfg, n_params / 1e6,
-               dict(mesh.shape), corpus.num_train_rows)
-  print(f'training {n_params / 1e6:.2f}M parameters on {jax.device_count()} {jax.default_backend()} '
-        f'device(s), mesh {dict(mesh.shape)}, steps {start}..{tc.steps}', flush=True)
-
-  def validation_loss(params) -> dict:
-    tot, n = 0.0, 0.0
-    for b in val:
-      l, c = eval_step(params, trainer.shard_batch(b, mesh))
-      tot, n = tot + float(l), n + float(c)
-    loss = tot / max(n, 1.0)
-    return {'val_loss': loss, 'val_perplexity': float(np.exp(min(loss, 50.0)))}
+  loop.log_start(setup, start, tc.steps, corpus.num_train_rows)
 
   def run_evaluators(params, step: int) -> dict:
-    due = [ev for ev, every in periodic if is_due(step, every) or step == tc.steps]
+    due = [ev for ev, every in periodic if loop.is_due(step, every) or step == tc.steps]
     if not due:
       return {}
     lm = ModelLM(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
@@ -163,66 +122,16 @@ def run(cfg, workdir: str) -> dict:
                  generate_fn=evaluators.make_generate_fn(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh))
     return results.flat_metrics([ev.run(lm) for ev in due])
 
-  def is_due(step: int, every: int) -> bool:
-    return every > 0 and step % every == 0
-
   # ----- Loop ----------------------------------------------------------------------------
-  pending: list[tuple[int, dict]] = []  # device metrics of steps not yet checked on the host
-  last: dict = {}
-  t_last, step_last = time.perf_counter(), start
-  step = start
-  batch = trainer.shard_batch(next(batches), mesh)
-  while step < tc.steps:
-    state, metrics = train_step(state, batch)
-    step += 1
-    if step < tc.steps:  # prepare the next batch while this step runs
-      batch = trainer.shard_batch(next(batches), mesh)
-    if on_cpu:  # XLA's CPU collectives deadlock when several steps are in flight
-      jax.block_until_ready(metrics['train_loss'])
-    pending.append((step, metrics))
-    report(step)
-    log_now, eval_now = is_due(step, tc.log_every) or step == tc.steps, is_due(step, tc.eval_every) or step == tc.steps
-    eval_row = run_evaluators(state.params, step) if periodic else {}
-    log_now = log_now or bool(eval_row)
-    stop = guard.requested  # read once: SIGTERM may arrive at any point below
-    save_now = is_due(step, tc.checkpoint_every) or step == tc.steps or stop
-    if log_now or eval_now or save_now:
-      fetched = check_finite(jax.device_get(pending))  # raises NonFiniteLoss naming the step
-      pending.clear()
-    if log_now or eval_now:
-      now = time.perf_counter()
-      row = {k: float(v) for k, v in fetched[-1][1].items() if k != 'tokens'}
-      row['step'] = step
-      tps = tokens_per_step * (step - step_last) / max(now - t_last, 1e-9)
-      row['tokens_per_sec'] = tps
-      m = perf.mfu(tps, model_cfg, cfg.data.seq_len, jax.device_count())
-      if m is not None:
-        row['mfu'] = m
-      if eval_now:
-        row.update(validation_loss(state.params))
-      row.update(eval_row)
-      writer.write_scalars(step, {k: v for k, v in row.items() if k != 'step'})
-      metrics_log.write(row)
-      if lead:
-        eta = (tc.steps - step) * (now - t_last) / max(step - step_last, 1)
-        print(f'step {step:6d}/{tc.steps}  loss {row["train_loss"]:.4f}'
-              + (f'  val_loss {row["val_loss"]:.4f}' if 'val_loss' in row else '')
-              + f'  lr {row["learning_rate"]:.2e}  {tps:,.0f} tok/s'
-              + (f'  mfu {row["mfu"]:.1%}' if 'mfu' in row else '') + f'  eta {eta:.0f}s', flush=True)
-      last = row
-      t_last, step_last = time.perf_counter(), step
-    if save_now:
-      ckpt.save(step, state, {**meta, 'step': step}, force=step == tc.steps or stop)
-    if stop and step < tc.steps:
-      ckpt.close()
-      writer.flush()
-      if ckpt.latest_step() != step:
-        raise RuntimeError(f'SIGTERM at step {step}: the checkpoint could not be written to {ckpt.directory}')
-      print(f'SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; rerun the same command '
-            f'to resume', flush=True)
-      return last
-
-  ckpt.close()
+  validation = loop.validation_loss_fn(setup, val)
+  state, last, stopped = loop.train_loop(
+      state, start, train_step, batches, setup, ckpt, meta,
+      loop.LoopConfig(tc.steps, tc.log_every, tc.eval_every, tc.checkpoint_every,
+                      tc.batch_size * cfg.data.seq_len, cfg.data.seq_len),
+      workdir, writer, evaluate=lambda params, step: validation(params),
+      periodic=run_evaluators if periodic else None)
+  if stopped:
+    return last
 
   # ----- Sample --------------------------------------------------------------------------
   tok = corpus.tokenizer

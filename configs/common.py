@@ -6,6 +6,8 @@ with ``finalize(config, args)`` so that the ``smoke`` argument works everywhere.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ml_collections import config_dict
 
 
@@ -34,6 +36,21 @@ def parse_arg(arg: str | None, **defaults) -> config_dict.ConfigDict:
   return config_dict.ConfigDict(args)
 
 
+def from_dataclass(obj, **changes) -> config_dict.ConfigDict:
+  """A ConfigDict of a dataclass instance's fields (tuples as comma-separated strings).
+
+  Configs take their fields and defaults from the dataclasses the code reads
+  (``llm.run.to_dataclass`` is the way back), so a new field is written once.
+  """
+  d = {}
+  for f in dataclasses.fields(obj):
+    v = changes.pop(f.name, getattr(obj, f.name))
+    d[f.name] = ','.join(v) if isinstance(v, tuple) else v
+  if changes:
+    raise KeyError(f'{type(obj).__name__} has no fields {sorted(changes)}')
+  return config_dict.ConfigDict(d)
+
+
 def base_config() -> config_dict.ConfigDict:
   """Every field a run reads, with its default; configs override what they need."""
   c = config_dict.ConfigDict()
@@ -50,22 +67,15 @@ def base_config() -> config_dict.ConfigDict:
   c.mesh.fsdp = 1  # parameter/optimizer-state sharding (ZeRO-3)
   c.mesh.tensor = 1  # tensor parallelism (heads, MLP width)
 
+  # The model: a size from llm.model.SIZES, then any ModelConfig field of llm.run.SIZE_FIELDS
+  # (family, d_model, n_layers, n_heads, n_kv_heads, d_head, d_ff, max_seq_len (default:
+  # data.seq_len), norm, positions, mlp, use_bias, tie_embeddings, rope_theta) overrides
+  # the table when set; their meaning is documented on ModelConfig in llm/model.py.
+  from llm.run import SIZE_FIELDS, model_field_type
   c.model = config_dict.ConfigDict()
-  c.model.size = 'tiny'  # a key of llm.model.SIZES; the fields below override the table when set
-  c.model.family = config_dict.placeholder(str)  # 'llama' or 'gpt2'
-  c.model.d_model = config_dict.placeholder(int)
-  c.model.n_layers = config_dict.placeholder(int)
-  c.model.n_heads = config_dict.placeholder(int)
-  c.model.n_kv_heads = config_dict.placeholder(int)
-  c.model.d_head = config_dict.placeholder(int)
-  c.model.d_ff = config_dict.placeholder(int)
-  c.model.max_seq_len = config_dict.placeholder(int)  # default: data.seq_len
-  c.model.norm = config_dict.placeholder(str)  # 'rms' or 'layer'
-  c.model.positions = config_dict.placeholder(str)  # 'rope' or 'learned'
-  c.model.mlp = config_dict.placeholder(str)  # 'swiglu' or 'gelu'
-  c.model.use_bias = config_dict.placeholder(bool)
-  c.model.tie_embeddings = config_dict.placeholder(bool)
-  c.model.rope_theta = config_dict.placeholder(float)
+  c.model.size = 'tiny'  # a key of llm.model.SIZES
+  for name in SIZE_FIELDS:
+    c.model[name] = config_dict.placeholder(model_field_type(name))
   c.model.dropout = 0.0  # embeddings and residual branches
   c.model.vocab_multiple = 128  # pad the vocabulary to a multiple of this
   c.model.dtype = 'auto'  # compute dtype; auto = bfloat16 on GPU/TPU, float32 on CPU
@@ -74,32 +84,18 @@ def base_config() -> config_dict.ConfigDict:
   c.model.dense_grad = 'auto'  # xla | pretransposed; auto = pretransposed on CPU (faster backward there), else xla
   c.model.scan_layers = True  # lax.scan over layers (fast compiles) or an unrolled loop (faster small models)
 
-  c.data = config_dict.ConfigDict()
-  c.data.sources = 'data/tinyshakespeare.txt'  # 'glob[:weight],...' relative to the repository
-  c.data.seq_len = 128  # tokens per training row
-  c.data.tokenizer = 'byte'  # byte | sentencepiece | hf
-  c.data.spm_model = ''  # SentencePiece model path (python -m llm.tokenizer trains one)
-  c.data.hf_tokenizer = ''  # tokenizer='hf': a tokenizer.json or the Hugging Face directory holding it
-  c.data.doc_separator = 'blank_line'  # text files: file | blank_line | line
-  c.data.jsonl_field = 'text'
-  c.data.split = 'document'  # document (hash of the text) | tail (last val_fraction of each document)
-  c.data.val_fraction = 0.1
-  c.data.decode_errors = 'strict'  # strict | replace
-  c.data.seed = 0  # shuffling and mixture sampling
+  # The data: llm.data.DataConfig's fields (sources, seq_len, tokenizer, spm_model,
+  # hf_tokenizer, doc_separator, jsonl_field, split, val_fraction, decode_errors, seed),
+  # documented there; sources are 'glob[:weight],...' relative to the repository.
+  from llm.data import DataConfig
+  c.data = from_dataclass(DataConfig(sources='data/tinyshakespeare.txt', seq_len=128, doc_separator='blank_line'))
 
-  c.train = config_dict.ConfigDict()
+  # The optimizer's fields (lr, min_lr, warmup_steps, decay_steps (0 = train.steps), b1, b2,
+  # eps, weight_decay, grad_clip, accum_steps) are llm.trainer.OptimConfig's, documented there.
+  from llm.trainer import OptimConfig
+  c.train = from_dataclass(OptimConfig(lr=1e-3, min_lr=1e-4, b2=0.99, decay_steps=0))
   c.train.steps = 1000  # optimizer updates
   c.train.batch_size = 16  # global batch, in rows of data.seq_len tokens
-  c.train.accum_steps = 1  # microbatches per update (gradient accumulation)
-  c.train.lr = 1e-3  # peak learning rate
-  c.train.min_lr = 1e-4  # end of the cosine decay
-  c.train.warmup_steps = 100
-  c.train.decay_steps = 0  # warmup + cosine length; 0 = train.steps
-  c.train.b1 = 0.9
-  c.train.b2 = 0.99
-  c.train.eps = 1e-8
-  c.train.weight_decay = 0.1  # matrices only
-  c.train.grad_clip = 1.0  # global norm; 0 disables
   c.train.log_every = 50  # steps between metric lines (metrics.jsonl, TensorBoard, console)
   c.train.eval_every = 250  # steps between validation passes; 0 = only at the end
   c.train.eval_batches = 20  # validation batches per pass; 0 = the whole validation split
@@ -126,6 +122,51 @@ def base_config() -> config_dict.ConfigDict:
   c.sample.num_tokens = 200
   c.sample.temperature = 0.8  # 0 = greedy
   c.sample.top_k = 50  # 0 = no truncation
+  return c
+
+
+def finetune_config(init: str, task: str, metric: str, method: str, rank: int, steps: int, every: int,
+                    fewshot: int, lr_full: float, lr_lora: float, smoke: bool) -> config_dict.ConfigDict:
+  """A finetune.py config (loop='finetune') that trains on ``task``'s training split and
+  keeps the best checkpoint by ``eval/<task>/<metric>`` on its validation split."""
+  from llm.sft import SFTConfig
+  c = base_config()
+  c.loop = 'finetune'
+  c.init_from = init  # the model to fine-tune: a checkpoint workdir or hf:<dir>
+  # Fine-tuning examples: llm.sft.SFTConfig's fields, documented there.
+  c.sft = from_dataclass(SFTConfig(source=f'task:{task}', seq_len=128))
+  c.finetune = dict(
+      method=method,  # lora | full
+      freeze='',  # full: comma-separated fnmatch patterns of parameters kept fixed, e.g. 'embed_vd,blocks/attn/*'
+      best_metric=f'eval/{task}/{metric}',  # a metrics.jsonl key (an evaluator's metric, or val_loss)
+      best_mode='max',  # max | min
+      baseline_tasks=task,  # the base model is scored on these before training
+      baseline_fewshot=fewshot,  # ... zero-shot and with this many shots (0 = zero-shot only)
+      baseline_limit=0,  # docs per baseline task (0 = all)
+  )
+  # Adapters (method=lora): rank, alpha (scale alpha/rank), dropout on their input, and the
+  # projections they adapt (q,k,v,o,gate,up,down; llm.model.LORA_TARGETS).
+  c.lora = dict(rank=rank, alpha=16.0, dropout=0.05, targets='q,k,v,o')
+  c.evals.dev = dict(type='fewshot', tasks=task, num_fewshot=0, every=every, limit=0)
+  t = c.train
+  t.steps = steps
+  t.batch_size = 16
+  t.lr = lr_lora if method == 'lora' else lr_full
+  t.min_lr = t.lr / 10
+  t.warmup_steps = 100
+  t.weight_decay = 0.0
+  t.log_every = 100
+  t.eval_every = every  # validation loss on the validation completions
+  t.eval_batches = 0  # all of them
+  t.checkpoint_every = every
+  t.keep_checkpoints = 1
+  if smoke:
+    c.sft.limit = 64
+    t.steps, t.batch_size, t.warmup_steps = 6, 8, 2
+    t.log_every, t.eval_every, t.checkpoint_every, t.eval_batches = 1, 3, 3, 2
+    c.evals.dev.every, c.evals.dev.limit = 3, 16
+    c.finetune.baseline_fewshot = min(fewshot, 1)
+    c.finetune.baseline_limit = 16
   return c
 
 

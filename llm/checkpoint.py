@@ -11,9 +11,13 @@ would return.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -99,7 +103,8 @@ def model_meta(model_cfg) -> dict[str, Any]:
 def architecture_keys(meta: dict[str, Any]) -> dict[str, Any]:
   """Fields that change parameter shapes or meaning (compute dtype, remat etc. may change on resume)."""
   keep = ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
-          'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'vocab_multiple', 'param_dtype')
+          'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'vocab_multiple', 'param_dtype',
+          'lora_rank', 'lora_alpha', 'lora_targets')
   return {k: meta[k] for k in keep if k in meta}
 
 
@@ -138,6 +143,30 @@ def record_tokenizer(workdir: str, tokenizer: Tokenizer) -> dict[str, Any]:
       if os.path.exists(os.path.join(src_dir, name)):
         shutil.copy2(os.path.join(src_dir, name), dst_dir)
   return {**spec, 'path': 'tokenizer/tokenizer.json'}
+
+
+@contextlib.contextmanager
+def staged_directory(final: str, what: str, error: type[Exception] = FileExistsError) -> Iterator[str]:
+  """Build a new directory in a temporary sibling of ``final``, renamed onto it when the block ends.
+
+  ``final`` must not exist (or be empty): ``error`` says so naming ``what`` (the flag that
+  chose it). If the block raises, the temporary directory is removed, so a failed export,
+  import or merge leaves nothing behind.
+  """
+  final = os.path.abspath(final)
+  if os.path.exists(final) and (not os.path.isdir(final) or os.listdir(final)):
+    raise error(f'{final} already exists and is not empty; choose a new {what} or remove it first')
+  parent = os.path.dirname(final)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(final)}.partial-', dir=parent)
+  try:
+    yield tmp
+    if os.path.isdir(final):
+      os.rmdir(final)  # empty (checked above)
+    os.replace(tmp, final)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
 
 
 HF_PREFIX = 'hf:'  # a Hugging Face model directory where a checkpoint workdir is expected

@@ -50,7 +50,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -545,23 +544,6 @@ def load(src: str, mesh=None, overrides: dict[str, Any] | None = None):
   return cfg, tok, jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, targets)
 
 
-def _fresh_dir(final: str, what: str) -> str:
-  """A temporary sibling of ``final`` to build into (renamed onto ``final`` when complete)."""
-  final = os.path.abspath(final)
-  if os.path.exists(final) and (not os.path.isdir(final) or os.listdir(final)):
-    raise HFError(f'{final} already exists and is not empty; choose a new {what} or remove it first')
-  parent = os.path.dirname(final)
-  os.makedirs(parent, exist_ok=True)
-  return tempfile.mkdtemp(prefix=f'.{os.path.basename(final)}.partial-', dir=parent)
-
-
-def _publish(tmp: str, final: str) -> None:
-  final = os.path.abspath(final)
-  if os.path.isdir(final):
-    os.rmdir(final)  # empty (checked by _fresh_dir)
-  os.replace(tmp, final)
-
-
 def import_checkpoint(src: str, workdir: str) -> dict[str, Any]:
   """Convert a Hugging Face directory into a checkpoint in ``workdir`` (step 0, parameters only).
 
@@ -575,8 +557,7 @@ def import_checkpoint(src: str, workdir: str) -> dict[str, Any]:
   src = os.path.abspath(os.path.expanduser(src))
   cfg, tok, params = load(src)
   files = WeightFiles(src)
-  tmp = _fresh_dir(workdir, '--workdir')
-  try:
+  with checkpoint.staged_directory(workdir, '--workdir', HFError) as tmp:
     tok_dir = os.path.join(tmp, 'tokenizer')
     os.makedirs(tok_dir)
     for name in TOKENIZER_FILES:
@@ -593,10 +574,6 @@ def import_checkpoint(src: str, workdir: str) -> dict[str, Any]:
     checkpoint.save_params(tmp, cfg, spec, jax.device_get(params), extra_meta={'imported_from': src})
     with open(os.path.join(tmp, 'import.json'), 'w') as f:
       json.dump(record, f, indent=2)
-    _publish(tmp, workdir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return record
 
 
@@ -688,6 +665,9 @@ def export(workdir: str, out: str, step: int | None = None, family: str | None =
   from llm import checkpoint
   from llm.tokenizer import ByteTokenizer, HFTokenizer
   cfg, tok, params, step = checkpoint.load_params(workdir, step)
+  if cfg.lora_rank:  # a LoRA fine-tuning run exports as its merged model (llm.lora export writes the adapter)
+    from llm import lora
+    cfg, params = lora.merge(cfg, params)
   family = family or cfg.family
   if family not in ('gpt2', 'llama'):
     raise HFError(f"--family must be 'gpt2' or 'llama', got {family!r}")
@@ -704,8 +684,7 @@ def export(workdir: str, out: str, step: int | None = None, family: str | None =
     target = ml_dtypes.bfloat16 if dtype == 'bfloat16' else np.float16
     tensors = {k: v.astype(target) for k, v in tensors.items()}
     config['torch_dtype'] = dtype
-  tmp = _fresh_dir(out, '--out')
-  try:
+  with checkpoint.staged_directory(out, '--out', HFError) as tmp:
     save_file(tensors, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
     with open(os.path.join(tmp, 'config.json'), 'w') as f:
       json.dump(config, f, indent=2)
@@ -726,10 +705,6 @@ def export(workdir: str, out: str, step: int | None = None, family: str | None =
               'tensors': len(tensors), 'parameters': int(sum(v.size for v in tensors.values()))}
     with open(os.path.join(tmp, 'export.json'), 'w') as f:
       json.dump(record, f, indent=2)
-    _publish(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return record
 
 

@@ -6,8 +6,8 @@ import dataclasses
 import json
 import math
 import os
-import re
 import signal
+import typing
 from typing import Any
 
 from llm.data import DataConfig
@@ -27,9 +27,23 @@ def configure_cpu_devices(n: int) -> None:
     os.environ['XLA_FLAGS'] = f'{flags_} --xla_force_host_platform_device_count={n}'.strip()
 
 
-_MODEL_OVERRIDES = ('family', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
-                    'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'rope_theta', 'dropout',
-                    'vocab_multiple', 'remat', 'scan_layers')
+# ModelConfig fields a config may set. SIZE_FIELDS default to the size table (None in the
+# config); the others have a config default. configs/common.py builds config.model from these.
+SIZE_FIELDS = ('family', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
+               'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'rope_theta')
+TUNABLE_FIELDS = ('dropout', 'vocab_multiple', 'remat', 'scan_layers')
+_MODEL_OVERRIDES = SIZE_FIELDS + TUNABLE_FIELDS
+
+
+def model_field_type(name: str) -> type:
+  """The Python type of a ModelConfig field (int for 'int | None', str for a Literal)."""
+  hint = typing.get_type_hints(ModelConfig)[name]
+  for t in (hint, *typing.get_args(hint)):
+    if t in (bool, int, float, str):
+      return t
+    if typing.get_origin(t) is typing.Literal:
+      return type(typing.get_args(t)[0])
+  raise TypeError(f'ModelConfig.{name}: no plain type in {hint}')
 
 
 class ConfigError(ValueError):
@@ -62,12 +76,23 @@ def runtime_choices(cfg, backend: str) -> dict[str, str]:
   return dict(dtype=dtype, attention=attention, dense_grad=dense_grad)
 
 
+def to_dataclass(cls, section, **changes):
+  """An instance of dataclass ``cls`` from the config section of the same fields
+  (``configs.common.from_dataclass``); comma-separated strings become tuples where the field is one."""
+  kwargs = {}
+  for f in dataclasses.fields(cls):
+    if f.name in section:
+      v = section[f.name]
+      if isinstance(getattr(cls, f.name, None), tuple) or 'tuple' in str(f.type):
+        v = tuple(x.strip() for x in v.split(',') if x.strip()) if isinstance(v, str) else tuple(v)
+      kwargs[f.name] = v
+  kwargs.update(changes)
+  return cls(**kwargs)
+
+
 def optim_config(cfg):
   from llm.trainer import OptimConfig
-  t = cfg.train
-  return OptimConfig(lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps,
-                     decay_steps=t.decay_steps or t.steps, b1=t.b1, b2=t.b2, eps=t.eps,
-                     weight_decay=t.weight_decay, grad_clip=t.grad_clip, accum_steps=t.accum_steps)
+  return to_dataclass(OptimConfig, cfg.train, decay_steps=cfg.train.decay_steps or cfg.train.steps)
 
 
 @dataclasses.dataclass
@@ -77,6 +102,7 @@ class InitSource:
   model_cfg: ModelConfig  # the source's architecture with this run's runtime choices
   tokenizer: Any
   params: Any  # parameters on the run's mesh; None when resuming (the checkpoint has them)
+  step: int | None = None  # the source checkpoint's step (None when resuming: the run's meta has it)
 
 
 def init_source(cfg, ckpt, start: int | None, mesh, backend: str) -> InitSource:
@@ -95,21 +121,35 @@ def init_source(cfg, ckpt, start: int | None, mesh, backend: str) -> InitSource:
     meta = ckpt.read_meta(start)
     fields = {k: v for k, v in meta['model'].items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
     model_cfg = ModelConfig(**{**fields, **runtime})
-    tokenizer, params = from_spec(meta['tokenizer'], root=os.path.dirname(ckpt.directory)), None
+    tokenizer, params, step = from_spec(meta['tokenizer'], root=os.path.dirname(ckpt.directory)), None, \
+        meta.get('init_step')
   else:
-    model_cfg, tokenizer, params, _ = checkpoint.load_params(cfg.init_from, None, mesh, overrides=runtime)
+    model_cfg, tokenizer, params, step = checkpoint.load_params(cfg.init_from, None, mesh, overrides=runtime)
   if model_cfg.max_seq_len < cfg.data.seq_len:
-    raise ConfigError(f'data.seq_len={cfg.data.seq_len} is longer than the {model_cfg.max_seq_len} positions of '
-                      f'init_from={cfg.init_from!r}; use --config.data.seq_len={model_cfg.max_seq_len} or less')
-  return InitSource(model_cfg, tokenizer, params)
+    if model_cfg.positions != 'rope':
+      raise ConfigError(f'data.seq_len={cfg.data.seq_len} is longer than the {model_cfg.max_seq_len} learned positions '
+                        f'of init_from={cfg.init_from!r}; use --config.data.seq_len={model_cfg.max_seq_len} or less')
+    # Rotary positions have no table: the context extends to the rows (and is recorded).
+    print(f'extending the context of {cfg.init_from} from {model_cfg.max_seq_len} to {cfg.data.seq_len} positions '
+          f'(rotary positions)', flush=True)
+    model_cfg = dataclasses.replace(model_cfg, max_seq_len=cfg.data.seq_len)
+  return InitSource(model_cfg, tokenizer, params, step)
 
 
 def data_config(cfg) -> DataConfig:
-  d = cfg.data
-  return DataConfig(sources=d.sources, seq_len=d.seq_len, tokenizer=d.tokenizer, spm_model=d.spm_model,
-                    hf_tokenizer=d.hf_tokenizer,
-                    doc_separator=d.doc_separator, jsonl_field=d.jsonl_field, split=d.split,
-                    val_fraction=d.val_fraction, decode_errors=d.decode_errors, seed=d.seed)
+  return to_dataclass(DataConfig, cfg.data)
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+  """Errors of bad input that the recipes print as one line (``error: ...``), exit status 2."""
+  from llm.checkpoint import CheckpointMismatch, CheckpointNotFound
+  from llm.data import DataError
+  from llm.eval.evaluators import EvalConfigError
+  from llm.eval.tasks import TaskError
+  from llm.lora import LoraError
+  from llm.tokenizer import TokenizerError
+  return (ConfigError, DataError, CheckpointMismatch, CheckpointNotFound, NonFiniteLoss, EvalConfigError,
+          TaskError, TokenizerError, LoraError)
 
 
 class NonFiniteLoss(FloatingPointError):
