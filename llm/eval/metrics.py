@@ -120,6 +120,10 @@ def exact_match(prediction: str, reference: str, regexes_to_ignore: Sequence[str
   return prediction.rstrip('\x00') == reference.rstrip('\x00')
 
 
+def _golds(s: GenerationScore) -> list[str]:
+  return [str(g) for g in (s.gold if isinstance(s.gold, list) else [s.gold])]
+
+
 def _generation_exact_match(s: GenerationScore, **options: Any) -> float:
   golds = s.gold if isinstance(s.gold, list) else [s.gold]
   return 1.0 if any(exact_match(s.prediction, g, **options) for g in golds) else 0.0
@@ -171,6 +175,10 @@ METRICS: dict[str, Metric] = {
     'bits_per_byte': Metric({
         'loglikelihood_rolling': lambda s: (s.ll, s.bytes),
     }, 'bits_per_byte', False),
+    # Corpus-level translation metrics (sacrebleu's defaults, as the harness computes them):
+    # each doc passes (references, prediction) and the aggregation scores the whole corpus.
+    'chrf': Metric({'generate_until': lambda s: (_golds(s), s.prediction)}, 'chrf', True),
+    'bleu': Metric({'generate_until': lambda s: (_golds(s), s.prediction)}, 'bleu', True),
 }
 
 # The harness's DEFAULT_METRIC_REGISTRY: what a task without metric_list reports.
@@ -240,7 +248,30 @@ def brier_score(items: Sequence[tuple[int, np.ndarray]]) -> float:
   return float(np.mean(np.sum((probs - np.eye(probs.shape[1])[list(gold)]) ** 2, axis=1)))
 
 
+def _sacrebleu_refs(items: Sequence[tuple[list[str], str]]) -> tuple[list[list[str]], list[str]]:
+  """sacrebleu's layout: one reference stream per reference index (docs with fewer repeat their first)."""
+  n = max(len(refs) for refs, _ in items)
+  streams = [[refs[i] if i < len(refs) else refs[0] for refs, _ in items] for i in range(n)]
+  return streams, [pred for _, pred in items]
+
+
+def chrf(items: Sequence[tuple[list[str], str]]) -> float:
+  """Corpus chrF (Popovic, 2015; sacrebleu: char_order 6, word_order 0, beta 2), 0..100."""
+  import sacrebleu
+  refs, preds = _sacrebleu_refs(items)
+  return float(sacrebleu.corpus_chrf(preds, refs).score)
+
+
+def bleu(items: Sequence[tuple[list[str], str]]) -> float:
+  """Corpus BLEU (Papineni et al., 2002; sacrebleu's 13a tokenisation), 0..100."""
+  import sacrebleu
+  refs, preds = _sacrebleu_refs(items)
+  return float(sacrebleu.corpus_bleu(preds, refs).score)
+
+
 AGGREGATIONS: dict[str, Callable[[Sequence[Any]], float]] = {
+    'chrf': chrf,
+    'bleu': bleu,
     'mean': mean,
     'median': median,
     'nanmean': nanmean,

@@ -1,0 +1,269 @@
+"""Fine-tune a pre-trained model: LoRA or full, on prompt/completion data with the loss on the completion.
+
+  python finetune.py --config=configs/finetune_sst2.py:init=runs/default --workdir=runs/sst2_lora
+  python finetune.py --config=configs/finetune_sst2.py:init=runs/default,method=full --workdir=runs/sst2_full
+  python finetune.py --config=configs/finetune_qa.py:init=runs/default --workdir=runs/qa
+
+The recipe: the base model (``init``: a training or import workdir, or hf:<dir>), the
+supervised data (``config.sft``, llm/sft.py), adapters or a trainable subset
+(``config.finetune``, ``config.lora``; llm/lora.py), then the loop train.py runs
+(llm/loop.py): resume after interruption, metrics.jsonl/TensorBoard, checkpoints, SIGTERM.
+Before training the base model is scored zero-shot and few-shot on ``finetune.baseline_tasks``
+(baseline.json, kept across resumes); during training config.evals run on their schedules
+and the best checkpoint by ``finetune.best_metric`` is kept in <workdir>/best (parameters
+only: ``configs/fewshot.py:ckpt=<workdir>/best`` evaluates it). At the end the table of
+base zero-shot, base few-shot and fine-tuned scores is printed and written to
+finetune_results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import time
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> None:
+  del argv
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  cfg, workdir = FLAGS.config, FLAGS.workdir
+  if not workdir:
+    raise app.UsageError('--workdir is required (e.g. --workdir=runs/sst2)')
+  from llm.run import ConfigError, expected_errors
+  try:
+    if cfg.loop != 'finetune':
+      raise ConfigError(f"finetune.py runs configs with loop='finetune' (got {cfg.loop!r}); "
+                        f'pre-training and evaluation configs run with train.py')
+    run(cfg, workdir)
+  except expected_errors() as e:  # bad input: one message, no traceback
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def run(cfg, workdir: str) -> dict:
+  """Fine-tune as ``cfg`` says; returns finetune_results.json's content. Importable for tests."""
+  t_start = time.perf_counter()
+  # ----- Platform ------------------------------------------------------------------------
+  from llm.run import configure_cpu_devices
+  configure_cpu_devices(cfg.cpu_devices)
+  import jax
+  from clu import metric_writers
+
+  from llm import checkpoint, data, lora, loop, sharding, sft, trainer
+  from llm.eval import evaluators, results
+  from llm.eval.scorer import ModelLM
+  from llm.run import ConfigError, init_source, optim_config, to_dataclass
+
+  if not cfg.init_from:
+    raise ConfigError('fine-tuning starts from a model: pass init=<pre-training workdir> or init=hf:<dir>, '
+                      'e.g. --config=configs/finetune_sst2.py:init=runs/default')
+  lead = jax.process_index() == 0
+  repo = os.path.dirname(os.path.abspath(__file__))
+  task_dirs = [d.strip() for d in cfg.eval.task_dirs.split(',') if d.strip()]
+  ft, tc = cfg.finetune, cfg.train
+
+  # ----- Mesh, checkpoints ---------------------------------------------------------------
+  mesh = sharding.make_mesh(dict(cfg.mesh))
+  dp = mesh.shape['data'] * mesh.shape['fsdp']
+  if tc.batch_size % (dp * tc.accum_steps):
+    raise ConfigError(f'train.batch_size={tc.batch_size} is not divisible by the data-parallel size {dp} '
+                      f'times train.accum_steps={tc.accum_steps}; use a multiple of {dp * tc.accum_steps}')
+  if ft.best_mode not in ('max', 'min'):
+    raise ConfigError(f"finetune.best_mode must be 'max' or 'min', got {ft.best_mode!r}")
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), tc.checkpoint_every,
+                                 tc.keep_checkpoints, tc.async_checkpoint)
+  resuming = ckpt.latest_step() is not None
+
+  # ----- The base model (a resumed run reads architecture and tokenizer from its own checkpoint)
+  sft_cfg = to_dataclass(sft.SFTConfig, cfg.sft)
+  with cfg.unlocked():
+    cfg.data.seq_len = sft_cfg.seq_len  # init_source checks the rows fit the model
+  init = init_source(cfg, ckpt, ckpt.latest_step(), mesh, jax.default_backend())
+  model_cfg = init.model_cfg
+  if not resuming and ft.method == 'lora':
+    model_cfg = lora.with_adapters(model_cfg, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+  if resuming and (ft.method == 'lora') != bool(model_cfg.lora_rank):
+    raise ConfigError(f'{workdir} holds a {"LoRA" if model_cfg.lora_rank else "full"} fine-tuning run but the config '
+                      f'says method={ft.method}; use another --workdir or the same method')
+
+  # ----- Data ----------------------------------------------------------------------------
+  tokenizer = init.tokenizer
+  ds = sft.load_sft(sft_cfg, tokenizer, root=repo, task_dirs=task_dirs)
+  print(f'fine-tuning data {sft_cfg.source}: ' + '; '.join(
+      f'{split} ' + ', '.join(f'{k} {v:.3f}' if isinstance(v, float) else f'{k} {v}' for k, v in r.items())
+      for split, r in ds.report.items()), flush=True)
+  val = data.val_batches(ds.corpus, tc.batch_size, tc.eval_batches, jax.process_index(), jax.process_count())
+
+  # ----- Model, trainable parameters, optimizer ------------------------------------------
+  opt_cfg = optim_config(cfg)
+  setup = trainer.setup_model(model_cfg, opt_cfg, mesh, trainable=lora.trainable_fn(model_cfg, ft.method, ft.freeze))
+  train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed)
+  n_trainable = sum(x.size for x in jax.tree.leaves(setup.split(setup.abstract_state().params)[0]))
+  opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(setup.abstract_state().opt_state))
+  params = None
+  if not resuming:
+    params = init.params
+    if ft.method == 'lora':
+      specs = trainer.split_params(setup.state_shardings.params, setup.trainable)[0]
+      params = trainer.join_params(params, lora.init_adapters(model_cfg, cfg.seed, specs))
+  state, start, how = loop.restore_or_init(ckpt, setup, seed=cfg.seed, params=params)
+  logging.info(how)
+  finetuned_from = {'init': cfg.init_from, 'init_step': init.step, 'method': ft.method,
+                    'data': sft_cfg.source} if not resuming else ckpt.read_meta(start).get('finetuned_from', {})
+  meta = {'model': checkpoint.model_meta(model_cfg), 'data_seed': sft_cfg.seed, 'batch_size': tc.batch_size,
+          'tokenizer': checkpoint.record_tokenizer(workdir, tokenizer) if lead else tokenizer.spec(),
+          'finetuned_from': finetuned_from}
+  if lead:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(cfg.to_json_best_effort(indent=2))
+  print(f'{"resumed" if resuming else "starting"} {ft.method} fine-tuning of {cfg.init_from} '
+        f'(its step {finetuned_from.get("init_step")}); optimizer state {opt_bytes / 2**20:.2f} MiB', flush=True)
+
+  # ----- Evaluation: the base model's baseline, periodic evaluators, the best checkpoint ----
+  def scorer(params):
+    return ModelLM(setup.graphdef, model_cfg, params, tokenizer, mesh,
+                   batch_rows=cfg.eval.batch_rows, max_length=cfg.eval.max_length or None,
+                   add_bos_token=cfg.eval.add_bos_token,
+                   generate_fn=evaluators.make_generate_fn(setup.graphdef, model_cfg, params, tokenizer, mesh))
+
+  baseline_path = os.path.join(workdir, 'baseline.json')
+  if os.path.exists(baseline_path):
+    with open(baseline_path) as f:
+      baseline = json.load(f)
+  else:
+    baseline = {}
+    base_params = state.params  # at step 0 the adapted model equals the base (B = 0)
+    if resuming:
+      raise ConfigError(f'{baseline_path} is missing from a resumed run; delete {workdir} and start again')
+    for shots in sorted({0, int(ft.baseline_fewshot)}):
+      evs = evaluators.build_evaluators({f'base_{shots}shot': dict(type='fewshot', tasks=ft.baseline_tasks,
+                                                                   num_fewshot=shots, limit=ft.baseline_limit,
+                                                                   every=0)}, task_dirs, root=repo)
+      baseline[f'{shots}-shot'] = results.flat_metrics([ev.run(scorer(base_params)) for ev, _ in evs])
+    if lead:
+      with open(baseline_path, 'w') as f:
+        json.dump(baseline, f, indent=2)
+  print('base model: ' + '; '.join(f'{k} {_metric(v, ft.best_metric)}' for k, v in baseline.items()), flush=True)
+
+  periodic = [(ev, every) for ev, every in evaluators.build_evaluators(cfg.evals, task_dirs, root=repo)
+              if every > 0]
+
+  def run_evaluators(params, step: int) -> dict:
+    due = [ev for ev, every in periodic if loop.is_due(step, every) or step == tc.steps]
+    return results.flat_metrics([ev.run(scorer(params)) for ev in due]) if due else {}
+
+  best = Best(os.path.join(workdir, 'best'), ft.best_metric, ft.best_mode)
+
+  def on_eval(row: dict, state) -> None:
+    if ft.best_metric in row and best.improves(row[ft.best_metric]):
+      best.save(row, state.params, model_cfg, meta)
+
+  # ----- Loop ----------------------------------------------------------------------------
+  batches = data.train_dataset(ds.corpus, tc.batch_size, start, jax.process_index(),
+                               jax.process_count()).as_numpy_iterator()
+  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
+  loop.log_start(setup, start, tc.steps, ds.corpus.num_train_rows, trainable=n_trainable)
+  validation = loop.validation_loss_fn(setup, val)
+  state, last, stopped = loop.train_loop(
+      state, start, train_step, batches, setup, ckpt, meta,
+      loop.LoopConfig(tc.steps, tc.log_every, tc.eval_every, tc.checkpoint_every,
+                      tc.batch_size * sft_cfg.seq_len, sft_cfg.seq_len),
+      workdir, writer, evaluate=lambda params, step: validation(params),
+      periodic=run_evaluators if periodic else None, on_eval=on_eval)
+  writer.flush()
+  if stopped:
+    return {}
+
+  # ----- Results -------------------------------------------------------------------------
+  peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB -> MiB (Linux)
+  out = {'init': cfg.init_from, 'method': ft.method, 'metric': ft.best_metric, 'baseline': baseline,
+         'best': best.read(), 'last': last, 'trainable_params': int(n_trainable),
+         'total_params': int(sum(x.size for x in jax.tree.leaves(state.params))),
+         'optimizer_state_mib': opt_bytes / 2**20, 'peak_host_rss_mib': peak_rss, 'data': ds.report,
+         'wall_sec': time.perf_counter() - t_start}  # of this process: data, baseline, loop, evaluations
+  if jax.default_backend() != 'cpu':
+    stats = jax.devices()[0].memory_stats() or {}
+    out['peak_device_mib'] = stats.get('peak_bytes_in_use', 0) / 2**20
+  print(results_table(out), flush=True)
+  if lead:
+    with open(os.path.join(workdir, 'finetune_results.json'), 'w') as f:
+      json.dump(out, f, indent=2, default=float)
+  return out
+
+
+def _metric(row: dict, key: str) -> str:
+  return f'{row[key]:.4f}' if key in row else 'n/a'
+
+
+def results_table(out: dict) -> str:
+  """Markdown table: the base zero-shot / few-shot and the fine-tuned score of one metric."""
+  key = out['metric']
+  lines = [f'| {key} | value |', '|---|---:|']
+  for shots, row in out['baseline'].items():
+    lines.append(f'| base model, {shots} | {_metric(row, key)} |')
+  b = out.get('best') or {}
+  lines.append(f'| fine-tuned ({out["method"]}, best at step {b.get("step", "n/a")}) | '
+               f'{b["value"]:.4f} |' if b else f'| fine-tuned ({out["method"]}) | n/a |')
+  lines.append(f'\ntrainable parameters {out["trainable_params"]:,} of {out["total_params"]:,} '
+               f'({out["trainable_params"] / max(out["total_params"], 1):.2%}); optimizer state '
+               f'{out["optimizer_state_mib"]:.2f} MiB; peak host memory {out["peak_host_rss_mib"]:.0f} MiB; '
+               f'{out.get("wall_sec", 0) / 60:.1f} min')
+  return '\n'.join(lines)
+
+
+class Best:
+  """The best checkpoint by one metric: parameters only, in ``directory`` (a workdir that
+  ``load_params``, evaluation and ``init_from`` read), with best.json saying step and value."""
+
+  def __init__(self, directory: str, metric: str, mode: str):
+    self.directory, self.metric, self.mode = directory, metric, mode
+    info = self.read()
+    self.value = info['value'] if info else None
+
+  def read(self) -> dict:
+    path = os.path.join(self.directory, 'best.json')
+    if not os.path.exists(path):
+      return {}
+    with open(path) as f:
+      return json.load(f)
+
+  def improves(self, value: float) -> bool:
+    return self.value is None or (value > self.value if self.mode == 'max' else value < self.value)
+
+  def save(self, row: dict, params, model_cfg, meta: dict) -> None:
+    import shutil
+    import jax
+    from llm import checkpoint
+    step = int(row['step'])
+    tmp = self.directory + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    checkpoint.save_params(tmp, model_cfg, meta['tokenizer'], params, step=step,
+                           extra_meta={'finetuned_from': meta.get('finetuned_from'), 'best': {self.metric: row[self.metric]}})
+    if os.path.isdir(os.path.join(os.path.dirname(self.directory), 'tokenizer')):  # the tokenizer file it names
+      shutil.copytree(os.path.join(os.path.dirname(self.directory), 'tokenizer'), os.path.join(tmp, 'tokenizer'))
+    with open(os.path.join(tmp, 'best.json'), 'w') as f:
+      json.dump({'metric': self.metric, 'value': row[self.metric], 'step': step,
+                 'row': {k: v for k, v in row.items() if isinstance(v, (int, float))}}, f, indent=2)
+    if jax.process_index() == 0:
+      shutil.rmtree(self.directory, ignore_errors=True)
+      os.replace(tmp, self.directory)
+    self.value = row[self.metric]
+    print(f'new best {self.metric} {self.value:.4f} at step {step}: saved {self.directory}', flush=True)
+
+
+if __name__ == '__main__':
+  # Defined here, not at import: tests import this module beside train.py, which defines the same flags.
+  config_flags.DEFINE_config_file('config', 'configs/finetune_sst2.py', 'Fine-tuning config.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
+  flags.mark_flag_as_required('workdir')
+  app.run(main)
