@@ -45,6 +45,8 @@ def main(argv) -> None:
                         f'pre-training and evaluation configs run with train.py')
     run(cfg, workdir)
   except expected_errors() as e:  # bad input: one message, no traceback
+    from llm.checkpoint import close_all
+    close_all()
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

@@ -43,6 +43,8 @@ def main(argv) -> None:
       raise ConfigError(f"loop={cfg.loop!r} is not a loop of train.py; use 'pretrain' or 'evaluate' "
                         f"(fine-tuning configs run with finetune.py)")
   except expected_errors() as e:  # bad input: one message, no traceback
+    from llm.checkpoint import close_all
+    close_all()
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

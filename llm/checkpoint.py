@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,16 @@ def _as_dict(state: TrainState) -> dict:
   return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state}
 
 
+_OPEN: 'weakref.WeakSet[Checkpointer]' = weakref.WeakSet()
+
+
+def close_all() -> None:
+  """Close every open Checkpointer: a recipe exiting on a bad-input error calls this, or Orbax's
+  background threads can print a traceback while the interpreter shuts down."""
+  for c in list(_OPEN):
+    c.close()
+
+
 class Checkpointer:
   """Saves every ``every`` steps (asynchronously), keeps the last ``keep``."""
 
@@ -52,6 +63,7 @@ class Checkpointer:
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'meta'))
+    _OPEN.add(self)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -91,6 +103,15 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
+    if self not in _OPEN:
+      return
+    _OPEN.discard(self)
+    # The manager removes earlier runs' unfinished temporary directories in a background
+    # future started at construction; wait for it, or a process that stops right away
+    # (a bad-input error) ends while it runs and Orbax prints a traceback.
+    cleanup = getattr(self.manager, '_cleanup_tmp_directory_future', None)
+    if cleanup is not None:
+      cleanup.result()
     self.manager.wait_until_finished()
     self.manager.close()
 
@@ -191,15 +212,15 @@ def load_params(workdir: str, step: int | None = None, mesh=None,
     return cfg, tokenizer, params, 0
   directory = os.path.abspath(_step_dir(workdir))
   if not os.path.isdir(directory):
-    raise CheckpointNotFound(f'{workdir} does not exist; point ckpt= at the --workdir of a training run '
-                             f'(e.g. ckpt=runs/default after `python train.py --workdir=runs/default`)')
+    raise CheckpointNotFound(f'{workdir} does not exist; name the --workdir of a training run (ckpt=, init_from= '
+                             f'or init=, e.g. runs/default after `python train.py --workdir=runs/default`) or hf:<dir>')
   manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     steps = manager.all_steps()
     if not steps:
       raise CheckpointNotFound(f'{workdir} holds no complete checkpoint; train first '
-                               f'(`python train.py --workdir={workdir}`) or point ckpt= at another run')
+                               f'(`python train.py --workdir={workdir}`) or name another run')
     if step is None:
       step = max(steps)
     elif step not in steps:

@@ -25,6 +25,12 @@ CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
 PIPELINE_ARGS = {
     'corpus.py': ['', 'smoke=True', 'bad_words=True'],
 }
+# finetune.py's configs; tests/test_finetune.py loads them with each documented argument.
+FINETUNE_ARGS = {
+    'finetune_sst2.py': ['init=runs/x', 'init=runs/x,method=full', 'init=hf:/m,rank=4', 'init=a,steps=10',
+                         'init=a,fewshot=0', 'init=a,smoke=True'],
+    'finetune_qa.py': ['init=a', 'init=a,method=lora', 'init=a,rank=16', 'init=a,steps=5', 'init=a,smoke=True'],
+}
 
 
 def load(name, arg=''):
@@ -40,7 +46,7 @@ def test_every_config_file_is_covered():
   files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
   files = [f for f in files if f not in ('common.py', '__init__.py')]
   assert files, 'no config files found'
-  known = sorted({**ARGS, **PIPELINE_ARGS})
+  known = sorted({**ARGS, **PIPELINE_ARGS, **FINETUNE_ARGS})
   assert files == known, f'add the documented arguments of {set(files) ^ set(known)} to ARGS'
 
 
@@ -95,7 +101,7 @@ def test_default_sizes():
   assert gpt2.family == 'gpt2' and gpt2.attention == 'xla'
 
 
-@pytest.mark.parametrize('name', sorted(ARGS))
+@pytest.mark.parametrize('name', sorted({**ARGS, **FINETUNE_ARGS}))
 def test_unknown_argument_raises(name):
   with pytest.raises(ValueError, match='unknown config argument'):
     load(name, 'bogus=1')
@@ -108,7 +114,7 @@ def test_shakespeare_char_takes_no_size():
     load('shakespeare_char.py', 'size=124m')
 
 
-@pytest.mark.parametrize('name', sorted(ARGS))
+@pytest.mark.parametrize('name', sorted({**ARGS, **FINETUNE_ARGS}))
 def test_config_lock_catches_misspelt_keys(name):
   cfg = load(name)
   cfg.lock()
