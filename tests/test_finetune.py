@@ -6,11 +6,11 @@ pre-training checkpoint made once per module.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +28,29 @@ TOK = ByteTokenizer()
 ALL = 'q,k,v,o,gate,up,down'
 
 
+@functools.lru_cache
+def _init_fn(cfg):
+  return jax.jit(lambda key: nnx.to_pure_dict(nnx.split(Transformer(cfg, key))[1]))
+
+
 def _params(cfg, seed=0):
-  return nnx.to_pure_dict(nnx.split(Transformer(cfg, jax.random.key(seed)))[1])
+  """The model's initial parameters (built inside jit: eager op-by-op init is slow on CPU)."""
+  return _init_fn(cfg)(jax.random.key(seed))
+
+
+def _graph(cfg):
+  return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, jax.random.key(0))))[0]
+
+
+@functools.lru_cache
+def _forward_fn(cfg):
+  graphdef = _graph(cfg)
+  return jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
+
+
+def _logits(cfg, params, x):
+  """Logits [b, t, V] of the model ``cfg`` (one compiled program per config)."""
+  return _forward_fn(cfg)(params, x)
 
 
 def _flat(p):
@@ -73,15 +94,15 @@ def test_prompt_trailing_space_moves_to_the_completion():
 
 def test_packed_rows_give_each_example_its_loss_alone():
   cfg = config_for_size('smoke', TOK.vocab_size)
-  graphdef, state = nnx.split(Transformer(cfg, jax.random.key(0)))
-  params = nnx.to_pure_dict(state)
+  graphdef, params = _graph(cfg), _params(cfg)
   examples = [sft.tokenize_example([(f'prompt number {i} ' * (i + 1), False), (f' answer {i}', True)], TOK, True, 'x')
               for i in range(3)]
   packed = sft.examples_to_rows(examples, 160, pack=True)
   alone = sft.examples_to_rows(examples, 160, pack=False)
   assert len(packed['inputs']) == 1 and len(alone['inputs']) == 3
-  lp_packed = np.asarray(trainer.token_logprobs(graphdef, params, {k: jnp.asarray(v) for k, v in packed.items()}))
-  lp_alone = np.asarray(trainer.token_logprobs(graphdef, params, {k: jnp.asarray(v) for k, v in alone.items()}))
+  logprobs = jax.jit(lambda p, b: trainer.token_logprobs(graphdef, p, b))
+  lp_packed = np.asarray(logprobs(params, {k: jnp.asarray(v) for k, v in packed.items()}))
+  lp_alone = np.asarray(logprobs(params, {k: jnp.asarray(v) for k, v in alone.items()}))
   for s in (1, 2, 3):  # examples_to_rows keeps example order: segment s of the packed row is example s-1
     seg = (packed['segments'][0] == s) & packed['loss_mask'][0]
     row = alone['loss_mask'][s - 1]
@@ -91,8 +112,7 @@ def test_packed_rows_give_each_example_its_loss_alone():
 
 def test_next_token_loss_counts_only_masked_targets():
   cfg = config_for_size('smoke', TOK.vocab_size)
-  graphdef, state = nnx.split(Transformer(cfg, jax.random.key(0)))
-  params = nnx.to_pure_dict(state)
+  graphdef, params = _graph(cfg), _params(cfg)
   rows = sft.examples_to_rows([sft.tokenize_example([('a long prompt here', False), (' yes', True)], TOK, True, 'x')],
                               32, pack=True)
   batch = {k: jnp.asarray(v) for k, v in rows.items()}
@@ -167,11 +187,12 @@ def test_bad_sft_records_name_the_problem(tmp_path):
 def test_lora_at_init_equals_the_base_exactly():
   base_cfg = config_for_size('smoke', TOK.vocab_size)
   cfg = lora.with_adapters(base_cfg, 4, 16.0, 0.0, ALL)
-  m0, m = Transformer(base_cfg, jax.random.key(0)), Transformer(cfg, jax.random.key(0))
+  p0, p = _params(base_cfg), _params(cfg)
   x = _tokens()
-  assert jnp.array_equal(m0(x), m(x))
-  adapters = [k for k in _flat(_params(cfg)) if lora.is_adapter(k)]
-  assert len(adapters) == 2 * 7 and all(np.all(v == 0) for k, v in _flat(_params(cfg)).items() if k[-1].startswith('lora_b'))
+  assert all(np.array_equal(v, _flat(p)[k]) for k, v in _flat(p0).items())  # the same base weights
+  assert jnp.array_equal(_logits(base_cfg, p0, x), _logits(cfg, p, x))
+  adapters = [k for k in _flat(p) if lora.is_adapter(k)]
+  assert len(adapters) == 2 * 7 and all(np.all(v == 0) for k, v in _flat(p).items() if k[-1].startswith('lora_b'))
 
 
 def test_lora_trains_only_adapters_and_keeps_moments_only_for_them():
@@ -200,15 +221,13 @@ def test_lora_trains_only_adapters_and_keeps_moments_only_for_them():
 def test_merge_equals_unmerged():
   cfg = lora.with_adapters(config_for_size('smoke', TOK.vocab_size), 4, 8.0, 0.0, ALL)
   params = _randomise_adapters(_params(cfg))
-  graphdef = nnx.split(Transformer(cfg, jax.random.key(0)))[0]
   plain_cfg, merged = lora.merge(cfg, params)
   assert plain_cfg.lora_rank == 0 and not any(lora.is_adapter(k) for k in _flat(merged))
-  plain_graph = nnx.split(Transformer(plain_cfg, jax.random.key(0)))[0]
   x = _tokens()
-  unmerged = nnx.merge(graphdef, params)(x)
-  folded = nnx.merge(plain_graph, merged)(x)
-  assert float(jnp.abs(unmerged - nnx.merge(nnx.split(Transformer(plain_cfg, jax.random.key(0)))[0],
-                                            lora.merge(cfg, _params(cfg))[1])(x)).max()) > 1e-3  # adapters matter
+  unmerged = _logits(cfg, params, x)
+  folded = _logits(plain_cfg, merged, x)
+  base = _logits(plain_cfg, lora.merge(cfg, _params(cfg))[1], x)  # B = 0: the base model
+  assert float(jnp.abs(unmerged - base).max()) > 1e-3  # the adapters matter
   np.testing.assert_allclose(np.asarray(folded), np.asarray(unmerged), atol=2e-5)
 
 
@@ -249,7 +268,7 @@ def test_peft_loads_our_adapter_with_identical_logits(tmp_path):
   x = np.asarray(_tokens(2, 20))
   with torch.no_grad():
     theirs = torch.log_softmax(model(torch.as_tensor(x, dtype=torch.long)).logits, -1).numpy()
-  ours = np.asarray(jax.nn.log_softmax(nnx.merge(nnx.split(Transformer(cfg, jax.random.key(0)))[0], params)(x), -1))
+  ours = np.asarray(jax.nn.log_softmax(_logits(cfg, params, x), -1))
   np.testing.assert_allclose(ours[..., :TOK.vocab_size], theirs[..., :TOK.vocab_size], atol=1e-4)
   with pytest.raises(lora.LoraError, match='already exists'):
     lora.export(str(tmp_path / 'ft'), adapter_dir)
@@ -269,42 +288,11 @@ def test_merge_cli_writes_a_plain_checkpoint(tmp_path):
   assert not os.path.exists(tmp_path / 'again')
 
 
-LORA_MESH_WORKER = textwrap.dedent('''
-    import os, sys
-    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
-    import jax, numpy as np
-    from flax import nnx, traverse_util
-    from llm import lora, sharding, trainer
-    from llm.model import Transformer, config_for_size
-    cfg = lora.with_adapters(config_for_size('smoke', 259), 4, 16.0, 0.0, 'q,k,v,o,gate,up,down')
-    opt = trainer.OptimConfig(lr=1e-2, warmup_steps=1, decay_steps=10)
-    params = nnx.to_pure_dict(nnx.split(Transformer(cfg, jax.random.key(0)))[1])
-    x = np.random.default_rng(0).integers(3, 250, (8, 16)).astype(np.int32)
-    batch = dict(inputs=x, targets=np.roll(x, -1, 1), segments=np.ones_like(x),
-                 positions=np.tile(np.arange(16, dtype=np.int32), (8, 1)))
-    out = []
-    for shape, devices in (({'data': 2, 'fsdp': 2, 'tensor': 2}, jax.devices()), ({'data': 1}, jax.devices()[:1])):
-      mesh = sharding.make_mesh(shape, devices)
-      setup = trainer.setup_model(cfg, opt, mesh, trainable=lora.trainable_fn(cfg, 'lora'))
-      state = trainer.state_from_params(setup, params)
-      step = trainer.make_train_step(setup, opt, 0, donate=False)
-      for _ in range(3):
-        state, m = step(state, trainer.shard_batch(batch, mesh))
-        jax.block_until_ready(m['train_loss'])
-      out.append(traverse_util.flatten_dict(jax.device_get(state.params)))
-    diff = max(float(np.abs(out[0][k] - out[1][k]).max()) for k in out[0])
-    moved = max(float(np.abs(out[1][k] - traverse_util.flatten_dict(params)[k]).max()) for k in out[1])
-    print('DIFF', diff, 'MOVED', moved)
-''')
-
-
-def test_lora_on_an_8_device_mesh_equals_one_device():
-  r = subprocess.run([sys.executable, '-c', LORA_MESH_WORKER], capture_output=True, text=True, cwd=REPO,
-                     env={**os.environ, 'PYTHONPATH': REPO}, timeout=600)
-  assert r.returncode == 0, r.stderr[-3000:]
-  line = [x for x in r.stdout.splitlines() if x.startswith('DIFF')][-1].split()
-  diff, moved = float(line[1]), float(line[3])
-  assert moved > 1e-3 and diff < 1e-5, line
+def test_lora_on_an_8_device_mesh_equals_one_device(worker_output):
+  returncode, stdout, stderr = worker_output('lora_mesh_worker.py')  # tests/lora_mesh_worker.py
+  assert returncode == 0, stderr[-3000:]
+  r = json.loads(stdout.strip().splitlines()[-1])
+  assert r['moved'] > 1e-3 and r['base_moved'] == 0.0 and r['diff'] < 1e-5, r
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +312,7 @@ def base_workdir(tmp_path_factory):
 
 def _ft_config(init, **changes):
   from configs import finetune_sst2
-  c = finetune_sst2.get_config(f'init={init},smoke=True,method=full')
+  c = finetune_sst2.get_config(f'init={init},smoke=True,method=full,fewshot=0')  # one baseline: zero-shot
   with c.unlocked():
     for key, value in changes.items():
       section, _, field = key.rpartition('.')
@@ -335,7 +323,7 @@ def _ft_config(init, **changes):
 def test_full_finetune_resume_equals_uninterrupted(base_workdir, tmp_path):
   import finetune
   whole = str(tmp_path / 'whole')
-  out = finetune.run(_ft_config(base_workdir, **{'train.decay_steps': 6}), whole)
+  out = finetune.run(_ft_config(base_workdir, **{'train.decay_steps': 6, 'finetune.baseline_fewshot': 1}), whole)
   assert set(out['baseline']) == {'0-shot', '1-shot'} and out['best']['step'] in (3, 6)
   assert out['trainable_params'] == out['total_params']
   split = str(tmp_path / 'split')
@@ -403,9 +391,17 @@ def _cli(*args):
 def test_finetune_cli_bad_input_is_one_message(tmp_path):
   r = _cli(f'--config=configs/finetune_sst2.py:init={tmp_path}/nothing,smoke=True', f'--workdir={tmp_path}/w')
   assert r.returncode == 2 and r.stderr.strip().startswith('error: ') and 'Traceback' not in r.stderr
-  assert 'does not exist' in r.stderr
-  r = _cli('--config=configs/finetune_sst2.py:smoke=True', f'--workdir={tmp_path}/w')
-  assert r.returncode == 2 and 'init=' in r.stderr and 'Traceback' not in r.stderr
+  assert 'does not exist' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_finetune_needs_a_model_and_a_matching_method(base_workdir, tmp_path):
+  import finetune
+  from llm.run import ConfigError
+  with pytest.raises(ConfigError, match='init='):
+    finetune.run(_ft_config(''), str(tmp_path / 'none'))
+  with pytest.raises(lora.LoraError, match='match no projection'):
+    finetune.run(_ft_config(base_workdir, **{'finetune.method': 'lora', 'lora.targets': 'q,query'}), str(tmp_path / 'x'))
+  assert not os.path.exists(tmp_path / 'x' / 'checkpoints' / '0')
 
 
 def test_qa_config_runs_generation_metrics(base_workdir, tmp_path):
