@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import resource
-import sys
 import time
 
 from absl import app, flags
@@ -38,17 +37,8 @@ def main(argv) -> None:
   cfg, workdir = FLAGS.config, FLAGS.workdir
   if not workdir:
     raise app.UsageError('--workdir is required (e.g. --workdir=runs/sst2)')
-  from llm.run import ConfigError, expected_errors
-  try:
-    if cfg.loop != 'finetune':
-      raise ConfigError(f"finetune.py runs configs with loop='finetune' (got {cfg.loop!r}); "
-                        f'pre-training and evaluation configs run with train.py')
-    run(cfg, workdir)
-  except expected_errors() as e:  # bad input: one message, no traceback
-    from llm.checkpoint import close_all
-    close_all()
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  from llm.run import run_recipe
+  run_recipe({'finetune': run}, cfg, workdir)
 
 
 def run(cfg, workdir: str) -> dict:
@@ -110,8 +100,9 @@ def run(cfg, workdir: str) -> dict:
   opt_cfg = optim_config(cfg)
   setup = trainer.setup_model(model_cfg, opt_cfg, mesh, trainable=lora.trainable_fn(model_cfg, ft.method, ft.freeze))
   train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed)
-  n_trainable = sum(x.size for x in jax.tree.leaves(setup.split(setup.abstract_state().params)[0]))
-  opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(setup.abstract_state().opt_state))
+  abstract = setup.abstract_state()
+  n_trainable = sum(x.size for x in jax.tree.leaves(setup.split(abstract.params)[0]))
+  opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract.opt_state))
   params = None
   if not resuming:
     params = init.params

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -33,20 +32,8 @@ def main(argv) -> None:
   cfg, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError('--workdir is required (e.g. --workdir=runs/default)')
-  from llm.run import ConfigError, expected_errors
-  try:
-    if cfg.loop == 'evaluate':
-      evaluate(cfg, workdir)
-    elif cfg.loop == 'pretrain':
-      run(cfg, workdir)
-    else:
-      raise ConfigError(f"loop={cfg.loop!r} is not a loop of train.py; use 'pretrain' or 'evaluate' "
-                        f"(fine-tuning configs run with finetune.py)")
-  except expected_errors() as e:  # bad input: one message, no traceback
-    from llm.checkpoint import close_all
-    close_all()
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  from llm.run import run_recipe
+  run_recipe({'pretrain': run, 'evaluate': evaluate}, cfg, workdir)
 
 
 def run(cfg, workdir: str) -> dict:

@@ -152,6 +152,22 @@ def expected_errors() -> tuple[type[Exception], ...]:
           TaskError, TokenizerError, LoraError)
 
 
+def run_recipe(loops: dict[str, Any], cfg, workdir: str) -> None:
+  """Run ``loops[cfg.loop](cfg, workdir)``; bad input (``expected_errors``) ends the process
+  with one ``error: ...`` line and exit status 2, after closing any open checkpointer."""
+  import sys
+  try:
+    if cfg.loop not in loops:
+      raise ConfigError(f'loop={cfg.loop!r} is not a loop of this recipe; it runs {sorted(loops)} '
+                        f"(pre-training and evaluation: train.py; fine-tuning: finetune.py)")
+    loops[cfg.loop](cfg, workdir)
+  except expected_errors() as e:  # bad input: one message, no traceback
+    from llm.checkpoint import close_all
+    close_all()
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
 class NonFiniteLoss(FloatingPointError):
   """The training loss became NaN or infinite."""
 

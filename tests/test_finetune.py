@@ -440,3 +440,39 @@ def test_finetune_qa_config_arguments(arg):
   assert c.finetune.method == ('lora' if 'method=lora' in arg else 'full')
   assert c.lora.rank == (16 if 'rank=16' in arg else 8)
   assert c.train.steps == (5 if 'steps=5' in arg else 6 if 'smoke' in arg else 1500)
+
+
+def test_more_bad_records_name_the_file_and_line(tmp_path):
+  (tmp_path / 'empty.jsonl').write_text('')
+  with pytest.raises(DataError, match='gave no training examples'):
+    sft.read_examples(sft.SFTConfig(source=str(tmp_path / 'empty.jsonl')))
+  (tmp_path / 'bad.jsonl').write_text('{"prompt": "a", "completion": " b"}\n{"prompt": \n')
+  with pytest.raises(DataError, match=r'bad.jsonl:2: not valid JSON'):
+    sft.read_examples(sft.SFTConfig(source=str(tmp_path / 'bad.jsonl')))
+  (tmp_path / 'chat.jsonl').write_text(json.dumps({'messages': [{'role': 'user', 'content': 'hi'}]}) + '\n')
+  with pytest.raises(DataError, match='chat.jsonl:1: the chat has no assistant turn'):
+    sft.read_examples(sft.SFTConfig(source=str(tmp_path / 'chat.jsonl')))
+  (tmp_path / 'lab.tsv').write_text('label\tsentence\n2\tok\n')
+  with pytest.raises(DataError, match=r"lab.tsv:2: label='2' is not an index into \['neg', 'pos'\]"):
+    sft.read_examples(sft.SFTConfig(source=str(tmp_path / 'lab.tsv'), prompt_template='{sentence}',
+                                    completion_template=' {label}', label_names='label=neg,pos'))
+  with pytest.raises(DataError, match="truncation='cut' is unknown"):
+    sft.load_sft(sft.SFTConfig(source=str(tmp_path / 'lab.tsv'), truncation='cut'), TOK)
+
+
+def test_chrf_and_bleu_equal_the_harness():
+  from lm_eval.api import metrics as harness
+
+  from llm.eval import metrics as M
+  items = [(['the cat sat on the mat'], 'the cat sat on a mat'), (['Lisbon'], ' Lisbon'), (['a dog'], 'dog')]
+  assert M.chrf(items) == pytest.approx(harness.chrf([(r[0], p) for r, p in items]), abs=1e-9)
+  assert M.bleu(items) == pytest.approx(harness.bleu([(r[0], p) for r, p in items]), abs=1e-9)
+  assert 0 < M.chrf(items) < 100
+
+
+def test_a_recipe_refuses_a_config_of_another_loop(tmp_path):
+  r = _cli('--config=configs/default.py:smoke=True', f'--workdir={tmp_path}/w')
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert r.stderr.strip() == ("error: loop='pretrain' is not a loop of this recipe; it runs ['finetune'] "
+                              '(pre-training and evaluation: train.py; fine-tuning: finetune.py)')
+  assert not os.path.exists(tmp_path / 'w')
