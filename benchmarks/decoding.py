@@ -40,7 +40,7 @@ from llm.model import ModelConfig, SIZES, Transformer, config_for_size  # noqa: 
 
 def cpu_model() -> str:
   try:
-    from llm.corpus.bench import cpu_model as describe  # the project's one CPU description
+    from llm.perf import cpu_model as describe  # the project's one CPU description
     return describe()
   except Exception:  # pylint: disable=broad-except  # the corpus wing may be absent on a GPU host
     return f'unknown CPU, {os.cpu_count()} cores'

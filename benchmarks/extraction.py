@@ -3,7 +3,7 @@
     python benchmarks/extraction.py --pages 'runs/html_pages/*.html' --out runs/extraction.json
 
 Each page is decoded as the WARC reader decodes a body whose HTTP header names no
-charset (``llm.corpus.html.decode_html``), then every extraction setting in ``--modes``
+charset (``llm.data.clean.html.decode_html``), then every extraction setting in ``--modes``
 runs on it. Reported per setting:
 
   * characters and words kept;
@@ -55,8 +55,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from llm.corpus import html as html_lib  # pylint: disable=wrong-import-position
-from llm.corpus import rules  # pylint: disable=wrong-import-position
+from llm.data.clean import html as html_lib  # pylint: disable=wrong-import-position
+from llm.data.clean import rules  # pylint: disable=wrong-import-position
 
 # name -> (extractor, trafilatura mode, table handling); '-rows' keeps trafilatura's
 # '| cell |' rendering of every table (include_tables=True, no unwrapping), as before.
@@ -84,7 +84,7 @@ def synthetic_pages(n_per_layout: int, seed: int = 0) -> list[tuple[str, bytes, 
   text without any ``<p>``, a ``<p>`` lead followed by ``<br>`` text, and a modern
   ``<article>`` holding a data table (whose rows are not prose, so not in the gold).
   """
-  from llm.corpus import webgen  # pylint: disable=import-outside-toplevel
+  from benchmarks.corpus import webgen  # pylint: disable=import-outside-toplevel
   sentences = webgen.load_sources().sentences
   rng = random.Random(seed)
   pages = []

@@ -22,25 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from llm.perf import cpu_model  # noqa: E402
+
 TASKS = ['sst2', 'sst2_fewshot', 'shakespeare_lastword', 'shakespeare_ppl', 'crows_pairs_english', 'winobias', 'bbq']
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
 
 
 class Timed:
@@ -88,7 +78,7 @@ def main() -> None:
   tmp = tempfile.mkdtemp(prefix='harness_bench_')
   export_dir = os.path.join(tmp, 'export')
   hf.export(args.workdir, export_dir)
-  print(f'CPU: {cpu_model()} ({os.cpu_count()} cores); torch {torch.__version__} threads '
+  print(f'CPU: {cpu_model()}; torch {torch.__version__} threads '
         f'{torch.get_num_threads()}; exported {args.workdir} to {export_dir}', flush=True)
 
   # ----- Ours -------------------------------------------------------------------------------

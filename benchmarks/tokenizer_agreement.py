@@ -1,7 +1,7 @@
 """How often our tokenizer and sentence counter give spaCy's (datatrove's) counts.
 
 The Gopher, FineWeb and C4 thresholds were set on counts from spaCy's English tokenizer, as
-datatrove 0.10.1 computes them; ``llm.corpus.text.words`` and ``rules.count_sentences``
+datatrove 0.10.1 computes them; ``llm.data.clean.text.words`` and ``rules.count_sentences``
 reproduce them without spaCy. This script measures, per input set:
 
   * tokens: the fraction of documents whose token lists are identical to datatrove's
@@ -25,7 +25,7 @@ the keep/drop decision and reason of ``rules.gopher_quality`` and ``rules.gopher
 (default settings) with datatrove's ``GopherQualityFilter`` and ``GopherRepetitionFilter``.
 Needs datatrove and spaCy::
 
-  python -m llm.corpus.webgen --out runs/web20k --num_docs 20000 --shards 4
+  python -m benchmarks.corpus.webgen --out runs/web20k --num_docs 20000 --shards 4
   /tmp/dtvenv/bin/python benchmarks/tokenizer_agreement.py --inputs 'runs/web20k/*.jsonl.gz' \\
       data/tinyshakespeare.txt data/sst2_train.tsv data/crows_pairs_anonymized.csv 'data/winobias/*'
 
@@ -186,7 +186,7 @@ class Reference:
 
 def load_ours(code_root: str):
   sys.path.insert(0, code_root)
-  from llm.corpus import rules, text  # pylint: disable=import-outside-toplevel
+  from llm.data.clean import rules, text  # pylint: disable=import-outside-toplevel
   assert os.path.abspath(text.__file__).startswith(os.path.abspath(code_root)), text.__file__
   return text, rules
 
@@ -351,7 +351,7 @@ def throughput(name: str, docs: list[str], ref: Reference, text_mod, repeats: in
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--inputs', nargs='+', required=True, help='files or globs; each one input set')
-  p.add_argument('--code_root', default=REPO, help='checkout whose llm.corpus is measured')
+  p.add_argument('--code_root', default=REPO, help='checkout whose llm.data.clean is measured')
   p.add_argument('--group', type=int, default=10, help='sentences (.tsv) or lines (text) per document')
   p.add_argument('--limit', type=int, default=0, help='at most this many documents per set (0: all)')
   p.add_argument('--show', type=int, default=15, help='differences to print per set')

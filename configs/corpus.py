@@ -1,8 +1,8 @@
 """Corpus quality pipeline: C4 + Gopher + FineWeb rules, fastText language id, exact and
 MinHash dedup, repeated-line removal, PII scrubbing, report, TFDS output.
 
-    python -m llm.corpus.webgen --out runs/web --num_docs 100000          # a web-like corpus
-    python -m llm.corpus.pipeline --config=configs/corpus.py \\
+    python -m benchmarks.corpus.webgen --out runs/web --num_docs 100000          # a web-like corpus
+    python -m llm.data.clean.pipeline --config=configs/corpus.py \\
         --config.inputs='runs/web/*.jsonl.gz' --config.output=runs/corpus
     python train.py --config=configs/default.py --workdir=runs/lm \\
         --config.data.sources=tfds:runs/corpus/tfds/clean_corpus/default/1.0.0
@@ -13,14 +13,14 @@ the report in runs/corpus/report/report.md; throughput in README.md.
 Arguments (``--config=configs/corpus.py:bad_words=True,smoke=True``):
   bad_words  turn on C4's bad-words filter (off by default; the report shows who it removes)
   smoke      one worker, no TFDS conversion: for tests
-Every threshold below is a field of the dataclasses in llm/corpus/{readers,rules,dedup,pii,
+Every threshold below is a field of the dataclasses in llm/data/clean/{readers,rules,dedup,pii,
 pipeline}.py, where each has a one-line comment; the defaults are the papers' values.
 """
 
 from ml_collections import config_dict
 
 from configs.common import parse_arg
-from llm.corpus.pipeline import PipelineConfig, config_dict as as_dict
+from llm.data.clean.pipeline import PipelineConfig, config_dict as as_dict
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

@@ -7,6 +7,8 @@ backward; causal attention counted at half the square; the embedding lookup excl
 
 from __future__ import annotations
 
+import os
+
 import jax
 
 from llm.model import ModelConfig
@@ -52,3 +54,20 @@ def mfu(tokens_per_sec: float, cfg: ModelConfig, seq_len: int, n_devices: int,
   if peak is None:
     return None
   return tokens_per_sec * train_flops_per_token(cfg, seq_len) / (peak * n_devices)
+
+
+def cpu_model() -> str:
+  """The CPU's model name and its widest vector extension (results differ between machines)."""
+  name, flags = 'unknown CPU', set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and name == 'unknown CPU':
+          name = value.strip()
+        elif key.strip() == 'flags' and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  simd = 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2' if flags else ''
+  return f'{name}, {os.cpu_count()} cores' + (f', {simd}' if simd else '')

@@ -21,7 +21,7 @@ ARGS = {
                    'bias=False'],
 }
 CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
-# Configs of the corpus pipeline (llm/corpus), not of train.py.
+# Configs of the corpus pipeline (llm/data/clean), not of train.py.
 PIPELINE_ARGS = {
     'corpus.py': ['', 'smoke=True', 'bad_words=True'],
 }
@@ -52,7 +52,7 @@ def test_every_config_file_is_covered():
 
 @pytest.mark.parametrize('arg', PIPELINE_ARGS['corpus.py'])
 def test_corpus_config_builds_pipeline_config(arg):
-  from llm.corpus import pipeline
+  from llm.data.clean import pipeline
   cfg = load('corpus.py', arg)
   cfg.inputs, cfg.output = 'raw/*.jsonl.gz', '/tmp/out'
   pcfg = pipeline.from_config(cfg)

@@ -1,13 +1,13 @@
-"""Tests for llm.corpus.dedup (exact, MinHash LSH, repeated lines) and llm.corpus.pii."""
+"""Tests for llm.data.clean.dedup (exact, MinHash LSH, repeated lines) and llm.data.clean.pii."""
 
 import random
 
 import numpy as np
 import pytest
 
-from llm.corpus import dedup, pii
-from llm.corpus.dedup import MinHashConfig, MinHasher
-from llm.corpus.pii import PIIConfig, scrub
+from llm.data.clean import dedup, pii
+from llm.data.clean.dedup import MinHashConfig, MinHasher
+from llm.data.clean.pii import PIIConfig, scrub
 
 _SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'ru', 'ta', 'vi', 'so', 'pe', 'dai', 'gu', 'zo', 'fen', 'bar', 'qui']
 

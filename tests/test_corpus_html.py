@@ -1,4 +1,4 @@
-"""Tests of llm/corpus/html.py: charset decoding, layout tables, extraction modes, and the WARC path."""
+"""Tests of llm/data/clean/html.py: charset decoding, layout tables, extraction modes, and the WARC path."""
 
 import io
 import random
@@ -8,9 +8,10 @@ from lxml import html as lxml_html
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from llm.corpus import html, readers, rules, webgen
-from llm.corpus.document import CorpusInputError, FileStats
-from llm.corpus.readers import ReaderConfig
+from benchmarks.corpus import webgen
+from llm.data.clean import html, readers, rules
+from llm.data.clean.document import CorpusInputError, FileStats
+from llm.data.clean.readers import ReaderConfig
 
 ZH = ('北京市人民政府今天发布通知，要求各区进一步加强冬季供暖保障工作，确保居民家中温暖过冬。通知指出，今年入冬以来气温明显偏低，'
       '部分老旧小区的供暖设施存在安全隐患，有关部门必须立即组织排查。市住房和城乡建设委员会将会同各区政府开展专项检查，'

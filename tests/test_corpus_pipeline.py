@@ -12,8 +12,9 @@ import re
 import pytest
 
 from configs import corpus as corpus_config
-from llm.corpus import pipeline, webgen
-from llm.corpus.readers import CorpusInputError
+from benchmarks.corpus import webgen
+from llm.data.clean import pipeline
+from llm.data.clean.readers import CorpusInputError
 
 ARTICLE = ('The committee met on Tuesday to discuss the new library and its opening hours. '
            'Members agreed that the building should stay open later in the evening. '
@@ -166,7 +167,7 @@ def test_rerun_does_no_work_and_changes_are_picked_up(raw, tmp_path):
 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(raw, tmp_path, monkeypatch):
-  from llm.corpus import tfds_builder
+  from llm.data.clean import tfds_builder
   out = tmp_path / 'out'
   cfg = dataclasses.replace(make_cfg(raw, out), write_tfds=True)
 
@@ -224,7 +225,7 @@ def test_train_py_trains_on_the_produced_dataset(raw, tmp_path, compile_cache):
 
 
 def test_benchmark_command_times_our_pipeline_and_scores_rules(raw, tmp_path):
-  from llm.corpus import bench
+  from benchmarks.corpus import bench
   inputs = f'{raw}/webgen-*.jsonl.gz'
   result = bench.main(['--inputs', inputs, '--work_dir', str(tmp_path / 'b'), '--datatrove=skip'])
   assert result['ours']['docs_in'] == 300 and result['ours']['docs_per_second'] > 0
@@ -242,7 +243,7 @@ def test_benchmark_command_times_our_pipeline_and_scores_rules(raw, tmp_path):
 
 def test_editing_a_word_list_invalidates_the_caches(raw, tmp_path):
   import shutil
-  from llm.corpus.audit import DEFAULT_LISTS_DIR
+  from llm.data.clean.audit import DEFAULT_LISTS_DIR
   lists = tmp_path / 'terms'
   shutil.copytree(DEFAULT_LISTS_DIR, lists)
   cfg = dataclasses.replace(make_cfg(raw, tmp_path / 'out'), identity_terms_dir=str(lists))
@@ -255,7 +256,7 @@ def test_editing_a_word_list_invalidates_the_caches(raw, tmp_path):
 
 
 def test_tfds_dataset_is_reused_for_the_same_run_and_rebuilt_for_another(tmp_path):
-  from llm.corpus import tfds_builder
+  from llm.data.clean import tfds_builder
   clean = tmp_path / 'clean'
   clean.mkdir()
   for split, n in (('train', 3), ('validation', 1)):
@@ -372,7 +373,7 @@ def test_ids_do_not_depend_on_the_other_files(raw, local_run, tmp_path):
   assert ids == [f'{path}#{i:09d}' for i in (0, 1, 2, 3)]
   in_run = sorted(i for i in read_outcomes(local_run[0]) if i.startswith(path + '#'))
   assert in_run == ids
-  from llm.corpus.document import split_id
+  from llm.data.clean.document import split_id
   assert [split_id(i) for i in ids[:2]] == [(path, 0), (path, 1)]
   assert split_id('dir#1/a#b.jsonl#000000007') == ('dir#1/a#b.jsonl', 7)  # '#' inside a path
 
@@ -502,7 +503,7 @@ def test_command_line_prints_one_message_for_a_mistake(tmp_path):
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   (tmp_path / 'notes.csv').write_text('a,b\n')
-  proc = subprocess.run([sys.executable, '-m', 'llm.corpus.pipeline', '--config=configs/corpus.py',
+  proc = subprocess.run([sys.executable, '-m', 'llm.data.clean.pipeline', '--config=configs/corpus.py',
                          f'--config.inputs={tmp_path}/notes.csv', f'--config.output={tmp_path}/out'],
                         capture_output=True, text=True, cwd=root, timeout=300)
   assert proc.returncode == 2

@@ -1,4 +1,4 @@
-"""Tests of llm/corpus/readers.py: every format, globs and ids, and every kind of bad input."""
+"""Tests of llm/data/clean/readers.py: every format, globs and ids, and every kind of bad input."""
 
 import gzip
 import io
@@ -11,9 +11,9 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from llm.corpus import readers
-from llm.corpus.document import FileStats
-from llm.corpus.readers import CorpusInputError, ReaderConfig
+from llm.data.clean import readers
+from llm.data.clean.document import FileStats
+from llm.data.clean.readers import CorpusInputError, ReaderConfig
 
 
 def write(path, data: bytes) -> str:

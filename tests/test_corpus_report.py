@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from llm.corpus import audit
-from llm.corpus.audit import TermCounter, rate_per_million
-from llm.corpus.document import DocOutcome, FileStats
-from llm.corpus.report import EDITS_STAGE, ReportAccumulator, write_report
+from llm.data.clean import audit
+from llm.data.clean.audit import TermCounter, rate_per_million
+from llm.data.clean.document import DocOutcome, FileStats
+from llm.data.clean.report import EDITS_STAGE, ReportAccumulator, write_report
 
 STAGES = ['language', 'gopher_quality', 'c4', 'bad_words', 'exact_dedup']
 RULES = ['lang_low', 'gopher_words', 'c4_lorem', 'bad_words']
@@ -100,7 +100,7 @@ def test_trie_regex_matches_flat_alternation():
 
 
 def test_missing_category(tmp_path):
-  from llm.corpus.document import CorpusInputError
+  from llm.data.clean.document import CorpusInputError
   with pytest.raises(CorpusInputError, match='religion'):
     TermCounter(_lists(tmp_path, gender='man\n'), categories=['gender', 'religion'])
 

@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 
-from llm.corpus import rules
-from llm.corpus.document import CorpusInputError
-from llm.corpus.text import Analysis, words
+from llm.data.clean import rules
+from llm.data.clean.document import CorpusInputError
+from llm.data.clean.text import Analysis, words
 
 SENTENCES = [
     'The committee met on Tuesday to discuss the new library and its opening hours.',
@@ -281,8 +281,8 @@ def test_fast_tokenizer_path_equals_the_regex_and_word_counts_equal_definitions(
   counts run as regexes over the joined tokens. Both must equal their plain definitions
   (spaCy's algorithm chunk by chunk, the per-token tests) on messy web-like text."""
   import random
-  from llm.corpus import text as text_mod
-  from llm.corpus import webgen
+  from llm.data.clean import text as text_mod
+  from benchmarks.corpus import webgen
   docs = [r['text'] for r in webgen.generate(300, seed=5)]
   rng = random.Random(0)
   pieces = ['Mr.', 'U.S.', "don't", 'cannot', 'Cannot.', 'end.', '(a)', '3.14', '+44', 'a|b', 'sir,--',

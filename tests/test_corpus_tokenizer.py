@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-from llm.corpus import rules
-from llm.corpus import text as text_mod
-from llm.corpus.text import Analysis, chunk_tokens, tokens, words
+from llm.data.clean import rules
+from llm.data.clean import text as text_mod
+from llm.data.clean.text import Analysis, chunk_tokens, tokens, words
 
 
 @pytest.mark.parametrize('text,expected', [

@@ -1,4 +1,4 @@
-"""Tests for the web-like corpus generator (llm/corpus/webgen.py)."""
+"""Tests for the web-like corpus generator (benchmarks/corpus/webgen.py)."""
 
 import collections
 import gzip
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from llm.corpus import webgen
+from benchmarks.corpus import webgen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 3000
@@ -205,7 +205,7 @@ def test_write_corpus_shards(tmp_path, records):
 
 def test_cli(tmp_path):
   out = tmp_path / 'corpus'
-  proc = subprocess.run([sys.executable, '-m', 'llm.corpus.webgen', '--out', str(out), '--num_docs', '200',
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.corpus.webgen', '--out', str(out), '--num_docs', '200',
                          '--shards', '2', '--seed', '5'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert 'article' in proc.stdout and 'MB' in proc.stdout

@@ -28,8 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-from llm.corpus.document import CorpusInputError
-from llm.corpus.text import Analysis, tokens
+from llm.data.clean.document import CorpusInputError
+from llm.data.clean.text import Analysis, tokens
 
 # Characters that end a sentence: datatrove's TERMINAL_PUNCTUATION (Unicode's
 # Sentence_Terminal property), FineWeb's line-end test.
@@ -471,7 +471,7 @@ class BadWordsConfig:
 
 
 def default_badwords_file() -> str:
-  return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
                       'data', 'badwords', 'en.txt')
 
 

@@ -30,7 +30,7 @@ class CleanCorpus(tfds.core.GeneratorBasedBuilder):
   """Documents kept by the llm corpus pipeline."""
 
   VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Output of llm.corpus.pipeline.'}
+  RELEASE_NOTES = {'1.0.0': 'Output of llm.data.clean.pipeline.'}
 
   def __init__(self, *, clean_dir: str = '', splits: tuple[str, ...] = ('train', 'validation'), **kwargs):
     self._clean_dir = clean_dir

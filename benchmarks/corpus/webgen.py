@@ -56,7 +56,7 @@ documents, so a copy may land in a different shard from its original.
 
 Command line::
 
-  python -m llm.corpus.webgen --out DIR --num_docs 100000 --shards 8 --seed 0
+  python -m benchmarks.corpus.webgen --out DIR --num_docs 100000 --shards 8 --seed 0
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ repeated lines      ``line_keys(text)``         group by line key -> smallest id
                                                 ``remove_repeated_lines`` in the others
 ==================  ==========================  ============================================
 
-Ids sort in the canonical global order (see ``llm.corpus.document.Doc``), and "keep the
+Ids sort in the canonical global order (see ``llm.data.clean.document.Doc``), and "keep the
 first" always means "keep the smallest id", which is what makes each reduction
 independent of the order documents arrive in.
 

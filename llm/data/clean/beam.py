@@ -1,10 +1,10 @@
 """The corpus pipeline on Apache Beam (DirectRunner here; Dataflow, Flink or Spark elsewhere).
 
-    python -m llm.corpus.pipeline --config=configs/corpus.py --config.runner=beam \\
+    python -m llm.data.clean.pipeline --config=configs/corpus.py --config.runner=beam \\
         --config.beam_args='--runner=DirectRunner --direct_num_workers=2' ...
 
-Same per-document code as the in-process runner (``pipeline.FileProcessor`` and
-``pipeline.finalize``); the global decisions become groupings whose result does not depend
+Same per-document code as the in-process runner (``stages.FileProcessor`` and
+``stages.finalize``); the global decisions become groupings whose result does not depend
 on how elements are distributed:
   exact dedup   GroupByKey(exact hash) -> keep the smallest id
   near dedup    GroupByKey(band key) -> edges -> one union-find over all edges (the edges
@@ -27,19 +27,20 @@ from typing import Any, Iterator
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from llm.corpus import dedup, pipeline
-from llm.corpus.document import DocOutcome, FileStats
+from llm.data.clean import dedup
+from llm.data.clean import stages as S
+from llm.data.clean.document import DocOutcome, FileStats
 
 
 class _ProcessFile(beam.DoFn):
   """Stage 1: path -> items (main), outcomes of rule drops, file stats."""
 
-  def __init__(self, cfg: pipeline.PipelineConfig):
+  def __init__(self, cfg: S.PipelineConfig):
     self.cfg = cfg
     self.proc = None
 
   def setup(self):
-    self.proc = pipeline.FileProcessor(self.cfg)
+    self.proc = S.FileProcessor(self.cfg)
 
   def process(self, path):
     stats, outcomes, items = self.proc.process_file(path)
@@ -56,7 +57,7 @@ def _exact_groups(kv) -> Iterator:
   group = sorted(group, key=lambda it: it.outcome.id)
   yield group[0]
   for it in group[1:]:
-    yield beam.pvalue.TaggedOutput('dropped', pipeline.drop(it, 'exact_dedup', 'exact_duplicate'))
+    yield beam.pvalue.TaggedOutput('dropped', S.drop(it, 'exact_dedup', 'exact_duplicate'))
 
 
 def _near_drops(edges: list) -> set[str]:
@@ -64,9 +65,9 @@ def _near_drops(edges: list) -> set[str]:
   return {i for i, r in reps.items() if i != r}
 
 
-def _split_near(item: pipeline.Item, drops: set[str]):
+def _split_near(item: S.Item, drops: set[str]):
   if item.outcome.id in drops:
-    yield beam.pvalue.TaggedOutput('dropped', pipeline.drop(item, 'near_dedup', 'minhash_cluster'))
+    yield beam.pvalue.TaggedOutput('dropped', S.drop(item, 'near_dedup', 'minhash_cluster'))
   else:
     yield item
 
@@ -79,12 +80,12 @@ def _line_removals(kv) -> Iterator[tuple[str, int]]:
 
 
 class _Finalize(beam.DoFn):
-  def __init__(self, cfg: pipeline.PipelineConfig):
+  def __init__(self, cfg: S.PipelineConfig):
     self.cfg = cfg
     self.terms = None
 
   def setup(self):
-    from llm.corpus.audit import TermCounter  # pylint: disable=import-outside-toplevel
+    from llm.data.clean.audit import TermCounter  # pylint: disable=import-outside-toplevel
     self.terms = TermCounter(self.cfg.identity_terms_dir or None)
 
   def process(self, kv):
@@ -94,19 +95,19 @@ class _Finalize(beam.DoFn):
     if self.cfg.dedup.lines:
       # Lines owned by a document with a smaller id; the owner's id only has to differ.
       owners = {k: '' for k in grouped['remove']}
-    o, text = pipeline.finalize(item, owners, self.cfg, self.terms)
+    o, text = S.finalize(item, owners, self.cfg, self.terms)
     yield beam.pvalue.TaggedOutput('outcome', o)
     if text is not None:
-      yield (o.split, pipeline.shard_of(doc_id, self.cfg.shards)), (doc_id, text, item.url)
+      yield (o.split, S.shard_of(doc_id, self.cfg.shards)), (doc_id, text, item.url)
 
 
 class _ReportFn(beam.CombineFn):
-  def __init__(self, cfg: pipeline.PipelineConfig, rule_names: list[str]):
+  def __init__(self, cfg: S.PipelineConfig, rule_names: list[str]):
     self.cfg, self.rule_names = cfg, rule_names
 
   def create_accumulator(self):
-    from llm.corpus.report import ReportAccumulator  # pylint: disable=import-outside-toplevel
-    return ReportAccumulator(stages=pipeline.stages(self.cfg), rules=self.rule_names,
+    from llm.data.clean.report import ReportAccumulator  # pylint: disable=import-outside-toplevel
+    return ReportAccumulator(stages=S.stages(self.cfg), rules=self.rule_names,
                              examples_per_rule=self.cfg.examples_per_rule)
 
   def add_input(self, acc, x):
@@ -129,24 +130,22 @@ class _ReportFn(beam.CombineFn):
 
 def _write_shard(kv, out_dir: str, shards: int) -> str:
   (split, shard), docs = kv
-  path = os.path.join(out_dir, f'{split}-{shard:05d}-of-{shards:05d}.jsonl.gz')
-  pipeline._atomic_write_jsonl_gz(path, ({'id': i, 'text': t, 'url': u} for i, t, u in sorted(docs)))  # pylint: disable=protected-access
-  return path
+  return S.write_shard(out_dir, split, shard, shards, docs)
 
 
 def _save_pickle(obj, path: str) -> None:
-  tmp = f'{path}{pipeline.TMP_MARK}{os.getpid()}'
+  tmp = f'{path}{S.TMP_MARK}{os.getpid()}'
   try:
     with gzip.open(tmp, 'wb') as f:
       pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(tmp, path)
   finally:
-    pipeline._remove(tmp)  # pylint: disable=protected-access
+    S._remove(tmp)  # pylint: disable=protected-access
 
 
-def run_beam(cfg: pipeline.PipelineConfig, files: list[str], clean_dir: str, work_dir: str):
+def run_beam(cfg: S.PipelineConfig, files: list[str], clean_dir: str, work_dir: str):
   """Runs stages 1-4 (up to the clean shards) on Beam; returns (ReportAccumulator, outcomes)."""
-  from llm.corpus import rules  # pylint: disable=import-outside-toplevel
+  from llm.data.clean import rules  # pylint: disable=import-outside-toplevel
   os.makedirs(clean_dir, exist_ok=True)
   acc_path = os.path.join(work_dir, 'beam_report.pkl.gz')
   outcomes_path = os.path.join(work_dir, 'beam_outcomes.pkl.gz')
@@ -192,11 +191,10 @@ def run_beam(cfg: pipeline.PipelineConfig, files: list[str], clean_dir: str, wor
       _ = (all_outcomes | 'OutcomeList' >> beam.combiners.ToList()
            | 'SaveOutcomes' >> beam.Map(_save_pickle, outcomes_path))
   # Shards that received no document still exist (empty), as in the in-process runner.
-  for split in pipeline.SPLITS:
+  for split in S.SPLITS:
     for s in range(cfg.shards):
-      path = os.path.join(clean_dir, f'{split}-{s:05d}-of-{cfg.shards:05d}.jsonl.gz')
-      if not os.path.exists(path):
-        pipeline._atomic_write_jsonl_gz(path, [])  # pylint: disable=protected-access
+      if not os.path.exists(S.shard_path(clean_dir, split, s, cfg.shards)):
+        S.write_shard(clean_dir, split, s, cfg.shards, [])
   # The pipeline's results, handed over through files; temporary, so removed once read.
   with gzip.open(acc_path, 'rb') as f:
     acc = pickle.load(f)

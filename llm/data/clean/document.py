@@ -9,7 +9,7 @@ from typing import Any
 class CorpusInputError(ValueError):
   """A mistake in what the user asked for (inputs, output, config); the run stops before any
   work and the message says how to fix it, in the flags the user types
-  (``--config.reader.text_field=...``). ``python -m llm.corpus.pipeline`` prints it as one
+  (``--config.reader.text_field=...``). ``python -m llm.data.clean.pipeline`` prints it as one
   line, without a traceback."""
 
 

@@ -9,9 +9,9 @@ Modules (one stage each, every rule a small pure function):
   pii        e-mail, phone and IP scrubbing to placeholder tokens
   audit      identity-term frequencies for the representation audit
   report     JSON + Markdown report with matplotlib plots
-  pipeline   in-process runner (parallel over shards) and the command line
-  beam       the same pipeline on Apache Beam
+  stages     the stage functions both runners share (per file, per document, per shard)
+  pipeline   in-process runner (parallel over files) and the command line
+  beam       the same stages on Apache Beam
   tfds_builder  the TFDS builder train.py reads
-  webgen     generator of a realistic web-like benchmark corpus
-  bench      throughput and decision agreement against datatrove (``datatrove_ref`` runs it)
+The web-like benchmark corpus and the datatrove comparison live in benchmarks/corpus/.
 """

@@ -1,7 +1,7 @@
 """Throughput and decision agreement of the corpus pipeline against datatrove.
 
-    python -m llm.corpus.webgen --out runs/web100k --num_docs 100000
-    python -m llm.corpus.bench --inputs 'runs/web100k/*.jsonl.gz' --work_dir runs/bench
+    python -m benchmarks.corpus.webgen --out runs/web100k --num_docs 100000
+    python -m benchmarks.corpus.bench --inputs 'runs/web100k/*.jsonl.gz' --work_dir runs/bench
 
 Both pipelines run the same default stages (language id with the same fastText lid.176.ftz,
 Gopher repetition and quality, C4, FineWeb, exact dedup, MinHash dedup, PII) on the same
@@ -23,8 +23,10 @@ import shutil
 import time
 from typing import Any, Sequence
 
-from llm.corpus import datatrove_ref, pipeline, readers, rules
-from llm.corpus.text import Analysis
+from benchmarks.corpus import datatrove_ref
+from llm.data.clean import pipeline, readers, rules
+from llm.perf import cpu_model
+from llm.data.clean.text import Analysis
 
 RULES = ('language', 'gopher_repetition', 'gopher_quality', 'c4', 'fineweb')
 
@@ -68,23 +70,6 @@ def our_rule_decisions(inputs: str) -> dict[str, dict[str, bool]]:
   return out
 
 
-def cpu_model() -> str:
-  """The CPU's model name and its widest vector extension (results differ between machines)."""
-  name, flags = 'unknown CPU', set()
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        if key.strip() == 'model name' and name == 'unknown CPU':
-          name = value.strip()
-        elif key.strip() == 'flags' and not flags:
-          flags = set(value.split())
-  except OSError:
-    pass
-  simd = 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2' if flags else ''
-  return f'{name}, {os.cpu_count()} cores' + (f', {simd}' if simd else '')
-
-
 def _agreement(a: dict[str, Any], b: dict[str, Any], key) -> tuple[int, int]:
   both = [i for i in a if i in b and key(a[i]) is not None and key(b[i]) is not None]
   return sum(key(a[i]) == key(b[i]) for i in both), len(both)
@@ -95,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument('--inputs', required=True, help='comma-separated globs of JSONL(.gz) files')
   p.add_argument('--work_dir', required=True)
   p.add_argument('--datatrove', choices=('run', 'reuse', 'skip'), default='run',
-                 help="'reuse': read the result JSON of an earlier `python -m llm.corpus.datatrove_ref` "
+                 help="'reuse': read the result JSON of an earlier `python -m benchmarks.corpus.datatrove_ref` "
                       'run from --datatrove_json (its work_dir must hold decisions.jsonl)')
   p.add_argument('--datatrove_json', default='', help="with --datatrove=reuse")
   p.add_argument('--rule_inputs', default='', help='globs for the per-rule agreement (default: --inputs); '

@@ -41,8 +41,8 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
-from llm.corpus import audit
-from llm.corpus.document import DocOutcome, FileStats
+from llm.data.clean import audit
+from llm.data.clean.document import DocOutcome, FileStats
 
 # Pseudo-stage of the representation audit: text removed from kept documents by
 # modifying rules (line removal, line dedup, PII), i.e. kept docs' terms_in - terms_out.

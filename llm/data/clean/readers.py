@@ -43,12 +43,12 @@ import os
 import zlib
 from typing import Iterator, Sequence
 
-from llm.corpus.document import CorpusInputError, Doc, FileStats, make_id
-from llm.corpus.html import DEFAULT_EXTRACTION, EXTRACTION_MODES, EXTRACTORS, decode_html, make_extractor
+from llm.data.clean.document import CorpusInputError, Doc, FileStats, make_id
+from llm.data.clean.html import DEFAULT_EXTRACTION, EXTRACTION_MODES, EXTRACTORS, decode_html, make_extractor
 
 FORMATS = ('text', 'jsonl', 'wet', 'warc')
 DOC_SEPARATORS = ('file', 'blank_line', 'line')
-# EXTRACTORS and EXTRACTION_MODES come from llm.corpus.html (HTML decoding and extraction).
+# EXTRACTORS and EXTRACTION_MODES come from llm.data.clean.html (HTML decoding and extraction).
 
 _EXTENSIONS = (  # checked in order, on the lower-cased name without a trailing '.gz'
     ('.txt', 'text'),
@@ -652,7 +652,7 @@ def _read_warc(source: _Input, file_id: str, cfg: ReaderConfig, stats: FileStats
         _count_too_large_bytes(html_cap, index, cfg, stats, notes, 'HTML record')
         continue
       # Header charset, BOM, the page's own <meta>/XML declaration, then a detector: a page
-      # decoded without errors by any of them is not a decode error (llm.corpus.html).
+      # decoded without errors by any of them is not a decode error (llm.data.clean.html).
       decoded = decode_html(body, content_type)
       html, err = decoded.text, decoded.error
       try:

@@ -24,12 +24,12 @@ import os
 import re
 from typing import Sequence
 
-from llm.corpus.document import CorpusInputError
+from llm.data.clean.document import CorpusInputError
 
 # The categories shipped in data/identity_terms/, in report order.
 DEFAULT_CATEGORIES = ('gender', 'religion', 'nationality', 'ethnicity', 'sexual_orientation')
 DEFAULT_LISTS_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
     'data', 'identity_terms')
 
 # What may separate the words of a multi-word term in the text.

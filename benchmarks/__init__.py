@@ -1,0 +1,1 @@
+"""Benchmarks and comparisons with peers; run from the repository root (``python -m benchmarks...``)."""
