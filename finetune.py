@@ -74,14 +74,13 @@ def run(cfg, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), tc.checkpoint_every,
                                  tc.keep_checkpoints, tc.async_checkpoint)
-  resuming = ckpt.latest_step() is not None
 
   # ----- The base model (a resumed run reads architecture and tokenizer from its own checkpoint)
   sft_cfg = to_dataclass(sft.SFTConfig, cfg.sft)
   with cfg.unlocked():
     cfg.data.seq_len = sft_cfg.seq_len  # init_source checks the rows fit the model
-  init = init_source(cfg, ckpt, ckpt.latest_step(), mesh, jax.default_backend())
-  model_cfg = init.model_cfg
+  init = init_source(cfg, ckpt, mesh, jax.default_backend())
+  model_cfg, resuming = init.model_cfg, init.resuming
   if not resuming and ft.method == 'lora':
     model_cfg = lora.with_adapters(model_cfg, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
   if resuming and (ft.method == 'lora') != bool(model_cfg.lora_rank):
@@ -162,8 +161,7 @@ def run(cfg, workdir: str) -> dict:
       best.save(row, state.params, model_cfg, meta)
 
   # ----- Loop ----------------------------------------------------------------------------
-  batches = data.train_dataset(ds.corpus, tc.batch_size, start, jax.process_index(),
-                               jax.process_count()).as_numpy_iterator()
+  batches = data.train_batches(ds.corpus, tc.batch_size, start, jax.process_index(), jax.process_count())
   writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
   loop.log_start(setup, start, tc.steps, ds.corpus.num_train_rows, trainable=n_trainable)
   validation = loop.validation_loss_fn(setup, val)

@@ -70,7 +70,7 @@ def run(cfg, workdir: str) -> dict:
   # ----- Starting weights (config.init_from: a checkpoint workdir or hf:<dir>) ------------
   # The source fixes the architecture and the tokenizer; a resumed run reads both from its
   # own checkpoint and the weights from the checkpoint, not from the source.
-  init = init_source(cfg, ckpt, ckpt.latest_step(), mesh, jax.default_backend()) if cfg.init_from else None
+  init = init_source(cfg, ckpt, mesh, jax.default_backend()) if cfg.init_from else None
 
   # ----- Data ----------------------------------------------------------------------------
   repo = os.path.dirname(os.path.abspath(__file__))
@@ -97,8 +97,7 @@ def run(cfg, workdir: str) -> dict:
   if lead:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(cfg.to_json_best_effort(indent=2))
-  batches = data.train_dataset(corpus, tc.batch_size, start, jax.process_index(),
-                               jax.process_count()).as_numpy_iterator()
+  batches = data.train_batches(corpus, tc.batch_size, start, jax.process_index(), jax.process_count())
   writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
   loop.log_start(setup, start, tc.steps, corpus.num_train_rows)
 

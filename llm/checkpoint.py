@@ -6,7 +6,10 @@ model config, the tokenizer and the data position). ``load_params`` reads only t
 parameters (no optimizer state is read) into any mesh: the evaluation loop, fine-tuning
 and conversion tools start from it. Orbax writes into a temporary directory and
 renames it on success, so a run killed mid-save leaves nothing that ``latest_step``
-would return.
+would return. A checkpoint damaged afterwards (a truncated or corrupted file, a disk
+that filled up) is found when a resume reads it: ``restore_newest`` says which step is
+unusable and why, moves it to ``<workdir>/unusable_checkpoints/`` (never deletes it) and
+resumes from the newest intact one.
 """
 
 from __future__ import annotations
@@ -98,6 +101,49 @@ class Checkpointer:
         state=ocp.args.StandardRestore(_as_dict(abstract))))
     s = restored.state
     return TrainState(step=s['step'], params=s['params'], opt_state=s['opt_state']), meta
+
+  def set_aside(self, step: int) -> str:
+    """Move checkpoint ``step`` out of the manager's directory (kept for inspection); returns where.
+
+    Every process calls it; the first moves the directory, then all reload the step list.
+    """
+    aside = os.path.join(os.path.dirname(self.directory), 'unusable_checkpoints')
+    target = os.path.join(aside, str(step))
+    n = 1
+    while os.path.exists(target):
+      n += 1
+      target = os.path.join(aside, f'{step}-{n}')
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      os.replace(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f'set_aside_{step}')
+    self.manager.reload()
+    return target
+
+  def _newest(self, read):
+    """``(step, read(step))`` of the newest step that ``read`` can read, setting aside those it cannot;
+    None when no step is left. A CheckpointMismatch (another model) is not damage: it is raised."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return step, read(step)
+      except CheckpointMismatch:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # whatever a damaged file makes Orbax raise
+        reason = ' '.join(str(e).split())[:300] or type(e).__name__
+        where = self.set_aside(step)
+        print(f'checkpoint step {step} of {self.directory} is unusable ({type(e).__name__}: {reason}); '
+              f'moved it to {where} and trying the one before', flush=True)
+    return None
+
+  def newest_meta(self) -> tuple[int, dict[str, Any]] | None:
+    """(step, meta) of the newest checkpoint whose metadata reads, or None."""
+    return self._newest(self.read_meta)
+
+  def restore_newest(self, abstract: TrainState, expected_model: dict[str, Any]) -> tuple[int, TrainState] | None:
+    """(step, state) of the newest checkpoint that restores completely, or None if none does."""
+    return self._newest(lambda step: self.restore(step, abstract, expected_model)[0])
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -41,13 +41,13 @@ def restore_or_init(ckpt: checkpoint.Checkpointer, setup: trainer.ModelSetup, *,
   """(state, start step, how): the newest checkpoint in the workdir, else ``params``, else random.
 
   Resume order: 1) newest complete checkpoint, 2) check it is this model (architecture
-  fields of its meta), 3) restore into this run's shardings. The data stream and
+  fields of its meta), 3) restore into this run's shardings; a checkpoint that cannot be
+  read is reported, set aside, and the one before it tried. The data stream and
   metrics.jsonl restart at the returned step.
   """
-  start = ckpt.latest_step()
-  if start is not None:
-    state, _ = ckpt.restore(start, setup.abstract_state(),
-                            checkpoint.architecture_keys(checkpoint.model_meta(setup.cfg)))
+  found = ckpt.restore_newest(setup.abstract_state(), checkpoint.architecture_keys(checkpoint.model_meta(setup.cfg)))
+  if found is not None:
+    start, state = found
     return state, start, f'resumed from {ckpt.directory} at step {start}'
   if params is not None:
     return trainer.state_from_params(setup, params), 0, 'initialised from the given parameters'

@@ -103,22 +103,24 @@ class InitSource:
   tokenizer: Any
   params: Any  # parameters on the run's mesh; None when resuming (the checkpoint has them)
   step: int | None = None  # the source checkpoint's step (None when resuming: the run's meta has it)
+  resuming: bool = False  # the run's own workdir has a checkpoint to resume
 
 
-def init_source(cfg, ckpt, start: int | None, mesh, backend: str) -> InitSource:
+def init_source(cfg, ckpt, mesh, backend: str) -> InitSource:
   """The architecture, tokenizer and (for a fresh run) parameters of ``cfg.init_from``.
 
   ``init_from`` is a training or import workdir, or ``hf:<dir>``. The run's own runtime
   fields (compute dtype, attention kernel, remat, scan, dropout) apply; the size fields of
   ``cfg.model`` are ignored. A resumed run reads the architecture and the tokenizer from its
-  own newest checkpoint (``start``), so it never depends on the source again.
+  own newest readable checkpoint, so it never depends on the source again.
   """
   from llm import checkpoint
   from llm.tokenizer import from_spec
   m = cfg.model
   runtime = dict(runtime_choices(cfg, backend), remat=m.remat, scan_layers=m.scan_layers, dropout=m.dropout)
-  if start is not None:
-    meta = ckpt.read_meta(start)
+  newest = ckpt.newest_meta()
+  if newest is not None:
+    meta = newest[1]
     fields = {k: v for k, v in meta['model'].items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
     model_cfg = ModelConfig(**{**fields, **runtime})
     tokenizer, params, step = from_spec(meta['tokenizer'], root=os.path.dirname(ckpt.directory)), None, \
@@ -133,7 +135,7 @@ def init_source(cfg, ckpt, start: int | None, mesh, backend: str) -> InitSource:
     print(f'extending the context of {cfg.init_from} from {model_cfg.max_seq_len} to {cfg.data.seq_len} positions '
           f'(rotary positions)', flush=True)
     model_cfg = dataclasses.replace(model_cfg, max_seq_len=cfg.data.seq_len)
-  return InitSource(model_cfg, tokenizer, params, step)
+  return InitSource(model_cfg, tokenizer, params, step, resuming=newest is not None)
 
 
 def data_config(cfg) -> DataConfig:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from llm.data import Corpus, DataConfig, DataError
+from llm.data import Corpus, DataConfig, DataError, PackedRows
 from llm.tokenizer import Tokenizer
 
 Chunk = tuple[str, bool]  # (text, trained)
@@ -366,4 +366,4 @@ def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: S
                          tokens=int((rows['segments'] > 0).sum()),
                          fill=float((rows['segments'] > 0).mean()) if len(rows['inputs']) else 0.0)
   data_cfg = DataConfig(sources=cfg.source, seq_len=cfg.seq_len, seed=cfg.seed)
-  return SFTData(Corpus(data_cfg, tokenizer, [train], [1.0], val, [cfg.source]), report)
+  return SFTData(Corpus(data_cfg, tokenizer, [PackedRows(train)], [1.0], PackedRows(val), [cfg.source]), report)

@@ -1,4 +1,4 @@
-"""Tests of llm/data.py and llm/tokenizer.py: packing, splits, the tf.data stream, errors, tokenizers."""
+"""Tests of llm/data (documents, stream) and llm/tokenizer.py: rows, splits, the tf.data stream, errors, tokenizers."""
 
 import collections
 import gzip
@@ -25,18 +25,30 @@ def test_pack_hand_computed():
   p = data.pack(docs, seq_len=4, bos=1, eos=2)
   assert set(p) == set(data.FIELDS)
   assert all(v.dtype == np.int32 and v.shape == (3, 4) for v in p.values())
-  np.testing.assert_array_equal(p['inputs'], [[1, 10, 11, 12], [1, 20, 1, 30], [31, 0, 0, 0]])
-  np.testing.assert_array_equal(p['targets'], [[10, 11, 12, 2], [20, 2, 30, 31], [2, 0, 0, 0]])
-  np.testing.assert_array_equal(p['positions'], [[0, 1, 2, 3], [0, 1, 0, 1], [0, 0, 0, 0]])
-  np.testing.assert_array_equal(p['segments'], [[1, 1, 1, 1], [1, 1, 2, 2], [1, 0, 0, 0]])
+  # The stream is 1 10 11 12 2 | 1 20 2 | 1 30 31 2; row r is tokens [4r, 4r + 5). The pair
+  # (2 -> 1) that would cross into the next document is padding (segment 0).
+  np.testing.assert_array_equal(p['inputs'], [[1, 10, 11, 12], [0, 1, 20, 0], [1, 30, 31, 0]])
+  np.testing.assert_array_equal(p['targets'], [[10, 11, 12, 2], [0, 20, 2, 0], [30, 31, 2, 0]])
+  np.testing.assert_array_equal(p['positions'], [[0, 1, 2, 3], [0, 0, 1, 0], [0, 1, 2, 0]])
+  np.testing.assert_array_equal(p['segments'], [[1, 1, 1, 1], [0, 2, 2, 0], [1, 1, 1, 0]])
 
 
 def test_pack_document_across_rows():
-  p = data.pack([np.array([10, 11, 12]), np.array([20])], seq_len=3, bos=1, eos=2)
-  np.testing.assert_array_equal(p['inputs'], [[1, 10, 11], [12, 1, 20]])
-  np.testing.assert_array_equal(p['targets'], [[10, 11, 12], [2, 20, 2]])
-  np.testing.assert_array_equal(p['positions'], [[0, 1, 2], [0, 0, 1]])  # restart at the row start
-  np.testing.assert_array_equal(p['segments'], [[1, 1, 1], [1, 2, 2]])
+  p = data.pack([np.array([10, 11, 12, 13]), np.array([20])], seq_len=3, bos=1, eos=2)
+  np.testing.assert_array_equal(p['inputs'], [[1, 10, 11], [12, 13, 0], [1, 20, 0]])
+  np.testing.assert_array_equal(p['targets'], [[10, 11, 12], [13, 2, 0], [20, 2, 0]])
+  np.testing.assert_array_equal(p['positions'], [[0, 1, 2], [0, 1, 0], [0, 1, 0]])  # restart at the row start
+  np.testing.assert_array_equal(p['segments'], [[1, 1, 1], [1, 1, 0], [1, 1, 0]])
+
+
+def test_pack_without_bos_or_eos():
+  """GPT-2-style tokenizers add no BOS: the first token of a document is never a target."""
+  p = data.pack([np.array([10, 11]), np.array([20, 21])], seq_len=8, bos=None, eos=2)
+  np.testing.assert_array_equal(p['inputs'], [[10, 11, 0, 20, 21, 0, 0, 0]])
+  np.testing.assert_array_equal(p['targets'], [[11, 2, 0, 21, 2, 0, 0, 0]])
+  np.testing.assert_array_equal(p['segments'], [[1, 1, 0, 2, 2, 0, 0, 0]])
+  q = data.pack([np.array([10, 11]), np.array([20])], seq_len=8, bos=1, eos=None)
+  np.testing.assert_array_equal(q['targets'], [[10, 11, 0, 20, 0, 0, 0, 0]])
 
 
 def test_pack_invariants_random():
@@ -48,24 +60,27 @@ def test_pack_invariants_random():
   valid = segments > 0
   # No target predicted twice and none dropped: len(doc) + 1 predictions per document.
   assert valid.sum() == sum(len(d) + 1 for d in docs)
-  assert len(inputs) == -(-valid.sum() // seq_len)  # only the last row is partial
-  # Reading the valid tokens in order gives back every [bos] doc [eos], shifted by one.
+  n_tokens = sum(len(d) + 2 for d in docs)
+  assert len(inputs) == -(-(n_tokens - 1) // seq_len)  # windows of seq_len + 1 tokens, overlapping by one
+  # Reading the valid pairs in order gives back every [bos] doc [eos], shifted by one.
   full = [np.concatenate([[bos], d, [eos]]) for d in docs]
   np.testing.assert_array_equal(inputs[valid], np.concatenate([f[:-1] for f in full]))
   np.testing.assert_array_equal(targets[valid], np.concatenate([f[1:] for f in full]))
+  np.testing.assert_array_equal(inputs[~valid], 0)
+  np.testing.assert_array_equal(targets[~valid], 0)
+  np.testing.assert_array_equal(positions[~valid], 0)
   for r in range(len(inputs)):
     seg, pos = segments[r], positions[r]
-    n = valid[r].sum()
-    assert np.all(valid[r, :n]) and not np.any(valid[r, n:])  # padding only at the end
-    assert seg[0] == 1 and pos[0] == 0
-    for c in range(1, n):
-      if seg[c] == seg[c - 1]:
-        assert pos[c] == pos[c - 1] + 1 and inputs[r, c] == targets[r, c - 1]
-      else:
-        assert seg[c] == seg[c - 1] + 1 and pos[c] == 0 and inputs[r, c] == bos
-    assert np.all(inputs[r, n:] == 0) and np.all(pos[n:] == 0)
+    cols = np.nonzero(valid[r])[0]
+    assert pos[cols[0]] == 0
+    for a, b in zip(cols[:-1], cols[1:]):
+      if seg[b] == seg[a]:  # the same document: consecutive, positions count up
+        assert b == a + 1 and pos[b] == pos[a] + 1 and inputs[r, b] == targets[r, a]
+      else:  # the next document starts after one padding slot, at position 0 with bos
+        assert b == a + 2 and seg[b] > seg[a] and pos[b] == 0 and inputs[r, b] == bos
   # Every document starts at position 0 with bos (in whatever row it starts).
   assert (inputs[valid] == bos).sum() == len(docs)
+  assert np.all(positions[inputs == bos] == 0)
 
 
 def test_pack_empty():
@@ -240,7 +255,8 @@ def _write(path, text):
 def line_corpus(tmp_path_factory):
   """One source of 200 distinct lines (documents), rows of 16 tokens."""
   d = tmp_path_factory.mktemp('corpus')
-  _write(d / 'lines.txt', ''.join(f'doc {i:03d} says hi\n' for i in range(200)))
+  # Every 16-token window holds a whole first number of some line, so rows differ by content.
+  _write(d / 'lines.txt', ''.join(f'doc {i:03d}-{i:03d}\n' for i in range(200)))
   cfg = data.DataConfig(sources=str(d / 'lines.txt'), seq_len=16, doc_separator='line', val_fraction=0.2)
   return data.load_corpus(cfg)
 
@@ -254,12 +270,16 @@ def _rows(batch):
   return [tuple(r) for r in batch['inputs']]
 
 
+def _all_rows(rows):
+  return rows.rows(np.arange(rows.num_rows))
+
+
 def test_corpus_loaded(line_corpus):
   c = line_corpus
-  assert len(c.train) == 1 and c.weights == [1.0] and c.num_train_rows == len(c.train[0]['inputs'])
-  assert 0 < len(c.val['inputs']) < c.num_train_rows
-  ntokens = (c.train[0]['segments'] > 0).sum() + (c.val['segments'] > 0).sum()
-  assert ntokens == sum(len(f'doc {i:03d} says hi') + 1 for i in range(200))
+  assert len(c.train) == 1 and c.weights == [1.0] and c.num_train_rows == c.train[0].num_rows
+  assert 0 < c.val.num_rows < c.num_train_rows
+  ntokens = (_all_rows(c.train[0])['segments'] > 0).sum() + (_all_rows(c.val)['segments'] > 0).sum()
+  assert ntokens == sum(len(f'doc {i:03d}-{i:03d}') + 1 for i in range(200))
 
 
 def test_train_dataset_shapes_and_determinism(line_corpus):
@@ -273,7 +293,7 @@ def test_train_dataset_shapes_and_determinism(line_corpus):
       np.testing.assert_array_equal(x[k], y[k])
   assert _rows(a[0]) != _rows(a[1])
   # Rows are whole packed rows of the corpus (inputs and targets stay together).
-  train = line_corpus.train[0]
+  train = _all_rows(line_corpus.train[0])
   table = {tuple(r): i for i, r in enumerate(train['inputs'])}
   for r, tgt in zip(a[0]['inputs'], a[0]['targets']):
     np.testing.assert_array_equal(train['targets'][table[tuple(r)]], tgt)
@@ -314,7 +334,7 @@ def test_train_dataset_process_sharding(line_corpus):
 def test_one_epoch_visits_every_row_once(line_corpus):
   n = line_corpus.num_train_rows
   epoch0, epoch1 = _batches(line_corpus, n, 2)
-  all_rows = sorted(tuple(r) for r in line_corpus.train[0]['inputs'])
+  all_rows = sorted(tuple(r) for r in _all_rows(line_corpus.train[0])['inputs'])
   assert len(set(all_rows)) == n  # rows are distinguishable by content
   assert sorted(_rows(epoch0)) == all_rows
   assert sorted(_rows(epoch1)) == all_rows
@@ -333,7 +353,11 @@ def test_mixture_weights(tmp_path):
   inputs = np.concatenate([b['inputs'] for b in batches])
   from_a = np.any(inputs == a_byte, axis=1)
   from_b = np.any(inputs == b_byte, axis=1)
-  assert not np.any(from_a & from_b) and np.all(from_a | from_b)
+  assert not np.any(from_a & from_b)  # a row comes from one source
+  # Only a source's last, partial row can hold no letter (e.g. just '9\n' and EOS).
+  last = [_all_rows(t)['inputs'][-1] for t in corpus.train]
+  for r in inputs[~(from_a | from_b)]:
+    assert any(np.array_equal(r, x) for x in last)
   assert abs(from_a.mean() - 0.75) < 0.04, from_a.mean()
   # The data seed changes which source each element is drawn from.
   inputs1 = np.concatenate([b['inputs'] for b in _batches(_with_seed(corpus, 1), 250, 1)])
@@ -341,15 +365,16 @@ def test_mixture_weights(tmp_path):
 
 
 def test_val_batches(line_corpus):
-  n = len(line_corpus.val['inputs'])
+  n = line_corpus.val.num_rows
+  val = _all_rows(line_corpus.val)
   batches = data.val_batches(line_corpus, 2, 0)
   assert len(batches) == n // 2
-  np.testing.assert_array_equal(batches[1]['inputs'], line_corpus.val['inputs'][2:4])
+  np.testing.assert_array_equal(batches[1]['inputs'], val['inputs'][2:4])
   assert len(data.val_batches(line_corpus, 2, 1)) == 1
   again = data.val_batches(line_corpus, 2, 1)
   np.testing.assert_array_equal(again[0]['targets'], batches[0]['targets'])
   shard = data.val_batches(line_corpus, 2, 0, process_index=1, process_count=2)
-  np.testing.assert_array_equal(shard[0]['inputs'], line_corpus.val['inputs'][1:2])
+  np.testing.assert_array_equal(shard[0]['inputs'], val['inputs'][1:2])
   with pytest.raises(data.DataError, match='fewer than one batch'):
     data.val_batches(line_corpus, n + 1, 1)
 
@@ -438,7 +463,7 @@ def test_no_training_text(tmp_path):
 def test_val_split_smaller_than_a_batch(tmp_path):
   path = _write(tmp_path / 'text.txt', _lines(50))
   corpus = _load(path, doc_separator='file', split='tail', val_fraction=0.05)
-  n = len(corpus.val['inputs'])
+  n = corpus.val.num_rows
   assert n >= 1
   with pytest.raises(data.DataError, match='validation split has'):
     data.val_batches(corpus, n + 1, 0)
@@ -500,7 +525,7 @@ def test_sentencepiece_corpus(spm_model, tmp_path):
                                       'All:\nSpeak, speak.\n\n' * 30)
   corpus = _load(path, tokenizer='sentencepiece', spm_model=spm_model)
   assert corpus.tokenizer.vocab_size == 400
-  assert corpus.train[0]['inputs'].max() < 400
+  assert _all_rows(corpus.train[0])['inputs'].max() < 400
 
 
 def test_sentencepiece_with_llama_style_ids(tmp_path):
@@ -517,7 +542,7 @@ def test_sentencepiece_with_llama_style_ids(tmp_path):
   assert tok.decode([7, *ids, 9]) == tok.decode(ids)
   corpus = _load(_write(tmp_path / 'doc.txt', 'First Citizen:\nBefore we proceed.\n\n' * 40),
                  tokenizer='sentencepiece', spm_model=str(tmp_path / 'l.model'))
-  row = corpus.train[0]
+  row = _all_rows(corpus.train[0])
   # One document: it starts with this model's BOS and ends with its EOS, each exactly once.
   assert (row['inputs'] == 7).sum() == 1 and (row['targets'] == 9).sum() == 1
 

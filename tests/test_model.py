@@ -96,14 +96,15 @@ def test_packed_documents_match_separate_runs(family):
   alone_a = data.pack([doc_a], T, bos=1, eos=2)
   alone_b = data.pack([doc_b], T, bos=1, eos=2)
   la, lb = len(doc_a) + 1, len(doc_b) + 1  # predicted tokens of each document
+  b0 = la + 1  # one padding slot between them: the pair (EOS of a -> BOS of b) is not trained
   assert packed['inputs'].shape == (1, T)
-  np.testing.assert_array_equal(packed['segments'][0, :la + lb], [1] * la + [2] * lb)
-  np.testing.assert_array_equal(packed['positions'][0, la:la + lb], np.arange(lb))
+  np.testing.assert_array_equal(packed['segments'][0, :b0 + lb], [1] * la + [0] + [2] * lb)
+  np.testing.assert_array_equal(packed['positions'][0, b0:b0 + lb], np.arange(lb))
 
   batch = {k: np.concatenate([packed[k], alone_a[k], alone_b[k]]) for k in data.FIELDS}
   logits = np.asarray(forward(graphdef, state, batch['inputs'], batch['positions'], batch['segments']))
   np.testing.assert_allclose(logits[0, :la], logits[1, :la], atol=1e-5, rtol=0)
-  np.testing.assert_allclose(logits[0, la:la + lb], logits[2, :lb], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(logits[0, b0:b0 + lb], logits[2, :lb], atol=1e-5, rtol=0)
 
   # Per-document losses from cross_entropy on the packed row equal the separate losses.
   targets, segments = jnp.asarray(batch['targets']), jnp.asarray(batch['segments'])

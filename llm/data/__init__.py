@@ -1,9 +1,14 @@
 """Data: the path a corpus takes from raw files to device batches.
 
-  clean/    corpus quality pipeline: raw pages -> clean, deduplicated, PII-scrubbed documents
-  stream    documents -> tokens -> packed rows -> tf.data batches (train.py reads this)
+  clean/     corpus quality pipeline: raw pages -> clean, deduplicated, PII-scrubbed documents
+  documents  text sources -> documents and the train/validation split (shared by the two below)
+  prepare    documents -> token shards, once, on Apache Beam (python -m llm.data.prepare)
+  tokens     token streams in memory or in shards (TensorStore zarr), and the manifest
+  stream     token streams -> rows -> tf.data batches (what train.py and finetune.py read)
+  bench      the input pipeline's throughput (python -m llm.data.bench)
 """
 
+from llm.data.documents import DataError, read_documents, read_tfds, split_documents  # noqa: F401
 from llm.data.stream import (  # noqa: F401  (the names train.py, finetune.py and llm/sft.py use)
-    FIELDS, Corpus, DataConfig, DataError, load_corpus, pack, parse_sources, read_documents, read_tfds,
-    split_documents, train_dataset, val_batches)
+    FIELDS, Corpus, DataConfig, PackedRows, load_corpus, pack, parse_sources, train_batches, train_dataset,
+    val_batches)

@@ -1,67 +1,67 @@
-"""Corpus pipeline: files -> documents -> tokens -> packed rows -> tf.data batches.
+"""Training batches: sources -> token streams -> rows (windows) -> tf.data batches.
 
-1. Sources are globs of plain text or JSONL (``text`` field) files, optionally gzipped,
-   each with a mixture weight: ``'data/a.txt:0.7,data/b.jsonl.gz:0.3'``, or prepared TFDS
-   datasets with their own train/validation splits, such as the corpus pipeline's output:
-   ``'tfds:runs/corpus/tfds/clean_corpus/default/1.0.0'``.
-2. Documents are split into train and validation deterministically: ``split='tail'``
-   keeps the last ``val_fraction`` of every document for validation (nanoGPT's split of
-   one long text), ``split='document'`` sends whole documents to validation by a hash of
-   their text (many short documents; duplicates land on the same side).
-3. Each document becomes ``[BOS] tokens [EOS]`` (no BOS when the tokenizer's documents start
-   without one, ``Tokenizer.add_bos``); inputs/targets are that shifted by one.
-   Documents are packed back to back into rows of ``seq_len`` tokens. ``segments`` numbers
-   the documents inside a row (1, 2, ...; 0 = padding) and ``positions`` restart at 0 for
-   each, so attention never crosses documents and no target is predicted twice.
-4. Batches come from tf.data. Element ``i`` of the global stream is a pure function of
-   (seed, i): the source is drawn from the mixture weights and the row from a per-epoch
-   permutation (``index_shuffle``). Resuming at step ``s`` therefore starts at element
-   ``s * global_batch`` with no skipping, and each process reads only its own rows of
-   every global batch (``jax.process_index()``).
+1. Sources (``DataConfig.sources``), each with a mixture weight (``'a.txt:0.7,b.jsonl.gz:0.3'``):
+   * ``tokens:<dir>``: a corpus prepared once by ``python -m llm.data.prepare`` (local or
+     ``gs://``). Opening it reads the manifest and stats the shard files; no data is read
+     until a row is needed, so start-up time and host memory do not grow with its size.
+   * globs of text or JSONL files (optionally gzipped) and ``tfds:<dir>`` datasets: small
+     corpora, read, split and tokenized in memory at start-up into the same token streams
+     (``llm.data.documents``: the same documents and split rule as a prepared corpus).
+2. A split of a source is a token stream: documents end to end, each ``[BOS] tokens [EOS]``,
+   with a bit marking where each document starts (``llm.data.tokens``).
+3. Row r of a stream is the window of tokens [r*T, r*T + T + 1) (T = seq_len): ``inputs``
+   its first T tokens, ``targets`` its last T. ``segments`` numbers the documents inside the
+   row and ``positions`` restart at 0 for each (and at the row's start), so attention never
+   crosses documents. The pair that would predict the first token of a document from the
+   last token of the one before is padding (segment 0, ignored by the loss), as is the end
+   of the last, partial row. Any row is one contiguous read.
+4. Element i of the global stream is a pure function of (seed, i): the source is drawn by
+   the mixture weights from a hash of (seed, i), the row is a seeded permutation of that
+   source's rows for the epoch ``i // rows`` (a Feistel network, so no table of n entries
+   is built). Resuming at step s starts at element ``s * global_batch`` with no skipping,
+   and each process reads only its own rows of every global batch (``jax.process_index()``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import gzip
-import hashlib
-import json
-import os
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 
+from llm.data import tokens as T
+from llm.data.documents import (DataError, check_split, glob_files, read_documents, read_tfds, resolve,
+                                split_documents)
 from llm.tokenizer import Tokenizer, TokenizerError, make_tokenizer
 
 FIELDS = ('inputs', 'targets', 'positions', 'segments')
-
-
-class DataError(ValueError):
-  """Bad corpus input; the message names the file and what to change."""
+PREFIXES = ('tfds:', 'tokens:')
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  sources: str  # 'glob[:weight],glob[:weight]'; .jsonl/.json files are JSONL, others text; .gz allowed
+  sources: str  # 'src[:weight],...': a glob of .txt/.jsonl(.gz) files, tfds:<dir>, or tokens:<prepared dir>
   seq_len: int = 256  # tokens per row
   tokenizer: str = 'byte'  # 'byte', 'sentencepiece' or 'hf'
   spm_model: str = ''  # path to a SentencePiece .model when tokenizer='sentencepiece'
   hf_tokenizer: str = ''  # tokenizer.json (or its directory) when tokenizer='hf'
   doc_separator: str = 'file'  # text files: 'file' (one document), 'blank_line', or 'line'
   jsonl_field: str = 'text'  # JSONL field holding the document text
-  split: str = 'document'  # 'tail' or 'document' (see module docstring)
+  split: str = 'document'  # 'tail' or 'document' (llm.data.documents)
   val_fraction: float = 0.1
   decode_errors: str = 'strict'  # 'strict' (fail on bad UTF-8) or 'replace' (U+FFFD)
   seed: int = 0  # shuffling and mixture sampling
+  check_sources: bool = True  # tokens: sources: fail if a file they were prepared from has changed
 
 
 def parse_sources(spec: str) -> list[tuple[str, float]]:
-  """'a/*.txt:2,b.jsonl' -> [('a/*.txt', 2.0), ('b.jsonl', 1.0)]."""
+  """'a/*.txt:2,b.jsonl,tokens:gs://b/c:3' -> [('a/*.txt', 2.0), ('b.jsonl', 1.0), ('tokens:gs://b/c', 3.0)]."""
   out = []
   for part in [p.strip() for p in spec.split(',') if p.strip()]:
     pattern, weight = part, 1.0
     head, sep, tail = part.rpartition(':')
-    if sep and head and head != 'tfds':
+    if sep and head and head.rstrip(':') not in ('tfds', 'tokens'):
       try:
         pattern, weight = head, float(tail)
       except ValueError:
@@ -74,167 +74,137 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
   return out
 
 
-def _open(path: str):
-  return gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
+# ------------------------------------------------------------------------------- rows
 
 
-def _decode(raw: bytes, path: str, errors: str, line: int | None = None) -> str:
-  try:
-    return raw.decode('utf-8', errors=errors)
-  except UnicodeDecodeError as e:
-    where = f'line {line}' if line is not None else f'byte offset {e.start}'
-    raise DataError(
-        f'{path}: {where} is not valid UTF-8 ({e.reason}); fix the file or set '
-        f"--config.data.decode_errors=replace to substitute U+FFFD") from None
+class Rows(Protocol):
+  """A table of training rows; ``rows(idx)`` gives FIELDS (and any others) as int32 [len(idx), seq_len]."""
+
+  num_rows: int
+
+  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
-def read_documents(path: str, cfg: DataConfig) -> list[str]:
-  """The documents of one file, in order. Raises DataError naming the file on bad input."""
-  name = path[:-3] if path.endswith('.gz') else path
-  try:
-    with _open(path) as f:
-      raw = f.read()
-  except (OSError, EOFError) as e:
-    raise DataError(f'{path}: cannot be read ({e}); check the file (a truncated .gz?)') from None
-  if not raw.strip():
-    raise DataError(f'{path}: the file is empty; remove it from data.sources or fill it')
-  if name.endswith(('.jsonl', '.json')):
-    docs = []
-    for i, line in enumerate(raw.split(b'\n'), start=1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(_decode(line, path, cfg.decode_errors, i))
-      except json.JSONDecodeError as e:
-        raise DataError(f'{path}: line {i} is not valid JSON ({e.msg}); each line must be one object') from None
-      if not isinstance(obj, dict) or not isinstance(obj.get(cfg.jsonl_field), str):
-        raise DataError(f'{path}: line {i} has no string field {cfg.jsonl_field!r}; '
-                        f'set --config.data.jsonl_field to the field that holds the text')
-      docs.append(obj[cfg.jsonl_field])
-  else:
-    text = _decode(raw, path, cfg.decode_errors)
-    if cfg.doc_separator == 'file':
-      docs = [text]
-    elif cfg.doc_separator == 'blank_line':
-      docs = [d.strip('\n') for d in text.split('\n\n')]
-    elif cfg.doc_separator == 'line':
-      docs = text.split('\n')
-    else:
-      raise DataError(f"data.doc_separator must be 'file', 'blank_line' or 'line', got {cfg.doc_separator!r}")
-  docs = [d for d in docs if d.strip()]
-  if not docs:
-    raise DataError(f'{path}: holds no non-empty document')
-  return docs
+@dataclasses.dataclass
+class PackedRows:
+  """Rows held as arrays (fine-tuning examples packed by ``llm.sft``, with their loss mask)."""
+
+  arrays: dict[str, np.ndarray]
+
+  @property
+  def num_rows(self) -> int:
+    return len(self.arrays['inputs'])
+
+  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in self.arrays.items()}
 
 
-def read_tfds(path: str, root: str = '.') -> tuple[list[str], list[str] | None]:
-  """Train and validation texts of a prepared TFDS dataset directory.
+class TokenWindows:
+  """The rows of a token stream (``MemoryTokens`` or ``ShardedTokens``): windows of seq_len + 1."""
 
-  ``path`` is the dataset's version folder, e.g. the corpus pipeline's
-  ``runs/corpus/tfds/clean_corpus/default/1.0.0``; its own splits are used as they are.
-  Validation is None when the dataset has no validation split (the corpus pipeline leaves
-  an empty split out: a small corpus may have no validation document).
-  """
-  full = path if os.path.isabs(path) else os.path.join(root, path)
-  if not os.path.exists(os.path.join(full, 'dataset_info.json')):
-    raise DataError(f'tfds:{path}: no prepared TFDS dataset there (no dataset_info.json in {full}); '
-                    'point it at the version folder the corpus pipeline printed, e.g. '
-                    'tfds:runs/corpus/tfds/clean_corpus/default/1.0.0')
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  builder = tfds.builder_from_directory(full)
-  out: list[list[str] | None] = []
-  for split in ('train', 'validation'):
-    if split not in builder.info.splits:
-      if split == 'train':
-        raise DataError(f'tfds:{path} has no train split (it has {list(builder.info.splits)}): nothing to '
-                        'train on; the corpus pipeline\'s report says why')
-      out.append(None)
-      continue
-    # Sorted by id: TFDS stores examples in a hashed order; training should not depend on it.
-    rows = sorted((r['id'], r['text']) for r in tfds.as_numpy(builder.as_dataset(split=split)))
-    out.append([t.decode('utf-8') for _, t in rows if t.strip()])
-  if not out[0]:
-    raise DataError(f'tfds:{path} has no training documents')
-  return out[0], out[1]
+  def __init__(self, stream, seq_len: int):
+    self.stream, self.seq_len = stream, seq_len
+    n = stream.num_tokens
+    self.num_rows = -(-(n - 1) // seq_len) if n > 1 else 0
+
+  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    t, n = self.seq_len, self.stream.num_tokens
+    spans = [(int(r) * t, min(int(r) * t + t + 1, n)) for r in np.asarray(idx).reshape(-1)]
+    windows = self.stream.read(spans)
+    w = np.zeros((len(spans), t + 1), np.int32)
+    s = np.ones((len(spans), t + 1), bool)  # past the stream's end: starts, so no pair there counts
+    for i, (tok, st) in enumerate(windows):
+      w[i, :len(tok)], s[i, :len(st)] = tok, st
+    return window_rows(w, s)
 
 
-def split_documents(docs: list[str], cfg: DataConfig) -> tuple[list[str], list[str]]:
-  """Deterministic train/validation split (see module docstring)."""
-  f = cfg.val_fraction
-  if not 0 <= f < 1:
-    raise DataError(f'data.val_fraction must be in [0, 1), got {f}')
-  if cfg.split == 'tail':
-    train, val = [], []
-    for d in docs:
-      cut = int(len(d) * (1 - f))
-      nl = d.find('\n', cut)  # cut at a line boundary so no line is shared
-      cut = nl + 1 if 0 <= nl < len(d) - 1 else cut
-      train.append(d[:cut])
-      if d[cut:].strip():
-        val.append(d[cut:])
-    return [d for d in train if d], val
-  if cfg.split == 'document':
-    def to_val(d: str) -> bool:
-      h = hashlib.blake2b(d.encode('utf-8', 'replace'), digest_size=8).digest()
-      return int.from_bytes(h, 'little') / 2**64 < f
-    flags = [to_val(d) for d in docs]
-    return [d for d, v in zip(docs, flags) if not v], [d for d, v in zip(docs, flags) if v]
-  raise DataError(f"data.split must be 'tail' or 'document', got {cfg.split!r}")
+def window_rows(w: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
+  """FIELDS [R, T] of windows ``w`` int32 [R, T+1] whose document starts are ``s`` bool [R, T+1]."""
+  t = w.shape[1] - 1
+  valid = ~s[:, 1:]  # pair j predicts token j+1, which must not start a document
+  run = s[:, :t].copy()
+  run[:, 0] = True  # a row starts a run (a continued document's positions restart at 0)
+  col = np.broadcast_to(np.arange(t), run.shape)
+  positions = col - np.maximum.accumulate(np.where(run, col, 0), axis=1)
+  segments = np.cumsum(run, axis=1)
+  zero = np.int32(0)
+  return {'inputs': np.where(valid, w[:, :t], zero), 'targets': np.where(valid, w[:, 1:], zero),
+          'positions': np.where(valid, positions, 0).astype(np.int32),
+          'segments': np.where(valid, segments, 0).astype(np.int32)}
 
 
-def pack(token_docs: list[np.ndarray], seq_len: int, bos: int | None, eos: int | None) -> dict[str, np.ndarray]:
-  """Pack documents into rows [n, seq_len] of inputs/targets/positions/segments (int32).
+class ConcatRows:
+  """Several row tables, one after the other (the validation rows of every source)."""
 
-  Each document contributes the pairs (t_i, t_{i+1}) of [bos] + doc + [eos] (either left
-  out when None: a tokenizer that does not start documents with BOS, e.g. GPT-2's). The
-  last, partial row is padded with segment 0 (ignored by the loss).
-  """
-  if not token_docs:
-    return {k: np.zeros((0, seq_len), np.int32) for k in FIELDS}
-  head = [] if bos is None else [bos]
-  tail = [] if eos is None else [eos]
-  full = [np.concatenate([head, d, tail]).astype(np.int32) for d in token_docs]
-  full = [d for d in full if len(d) > 1]  # a one-token document has no (input, target) pair
-  if not full:
-    return {k: np.zeros((0, seq_len), np.int32) for k in FIELDS}
-  inputs = np.concatenate([d[:-1] for d in full])
-  targets = np.concatenate([d[1:] for d in full])
-  doc_id = np.concatenate([np.full(len(d) - 1, i, np.int64) for i, d in enumerate(full)])
-  n = len(inputs)
-  rows = -(-n // seq_len)
-  pad = rows * seq_len - n
-  inputs, targets = np.pad(inputs, (0, pad)), np.pad(targets, (0, pad))
-  doc_id = np.pad(doc_id, (0, pad), constant_values=-1).reshape(rows, seq_len)
-  # A run starts at column 0 or where the document changes; runs are numbered 1, 2, ... per row.
-  start = np.ones_like(doc_id, bool)
-  start[:, 1:] = doc_id[:, 1:] != doc_id[:, :-1]
-  segments = np.cumsum(start, axis=1).astype(np.int32)
-  col = np.broadcast_to(np.arange(seq_len), doc_id.shape)
-  run_start = np.maximum.accumulate(np.where(start, col, 0), axis=1)
-  positions = (col - run_start).astype(np.int32)
-  valid = doc_id >= 0
-  return {'inputs': inputs.reshape(rows, seq_len), 'targets': targets.reshape(rows, seq_len),
-          'positions': np.where(valid, positions, 0), 'segments': np.where(valid, segments, 0)}
+  def __init__(self, parts: Sequence[Rows]):
+    self.parts = [p for p in parts if p.num_rows]
+    self.offsets = np.cumsum([0] + [p.num_rows for p in self.parts])
+    self.num_rows = int(self.offsets[-1])
+
+  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    idx = np.asarray(idx)
+    part = np.searchsorted(self.offsets, idx, side='right') - 1
+    out: dict[str, np.ndarray] = {}
+    for p in np.unique(part):
+      sel = np.nonzero(part == p)[0]
+      got = self.parts[p].rows(idx[sel] - self.offsets[p])
+      for k, v in got.items():
+        out.setdefault(k, np.zeros((len(idx),) + v.shape[1:], v.dtype))[sel] = v
+    return out
+
+
+def pack(token_docs: Sequence[np.ndarray], seq_len: int, bos: int | None, eos: int | None) -> dict[str, np.ndarray]:
+  """Every row [n, seq_len] of documents laid end to end (``[bos] doc [eos]``), as training sees them."""
+  stream = T.MemoryTokens(*T.concat_documents(token_docs, bos, eos))
+  rows = TokenWindows(stream, seq_len)
+  return rows.rows(np.arange(rows.num_rows))
+
+
+# ----------------------------------------------------------------------------- corpus
 
 
 @dataclasses.dataclass
 class Corpus:
-  """Tokenized, packed train and validation rows of every source."""
+  """The training rows of every source, their mixture weights and the validation rows."""
 
   cfg: DataConfig
   tokenizer: Tokenizer
-  train: list[dict[str, np.ndarray]]  # one packed array dict per source
+  train: list[Rows]  # one per source
   weights: list[float]
-  val: dict[str, np.ndarray]  # all sources' validation rows, concatenated
+  val: Rows  # all sources' validation rows, one after the other
   names: list[str]
 
   @property
   def num_train_rows(self) -> int:
-    return sum(len(t['inputs']) for t in self.train)
+    return sum(t.num_rows for t in self.train)
+
+
+def _text_streams(pattern: str, cfg: DataConfig, tok: Tokenizer, root: str) -> tuple[T.MemoryTokens, T.MemoryTokens]:
+  """A text or TFDS source read, split and tokenized in memory (a small corpus, no preparation)."""
+  if pattern.startswith('tfds:'):
+    tr_docs, va_docs = read_tfds(pattern[len('tfds:'):], root)
+    if va_docs is None:  # no validation split: hold out documents of train, as for files
+      tr_docs, va_docs = split_documents(tr_docs, cfg)
+      print(f'{pattern} has no validation split; holding out {len(va_docs)} of its '
+            f'{len(tr_docs) + len(va_docs)} documents (data.split={cfg.split}, '
+            f'data.val_fraction={cfg.val_fraction})', flush=True)
+  else:
+    full = resolve(pattern, root)
+    files = glob_files(full)
+    if not files:
+      raise DataError(f'data source {pattern!r} matches no file (looked for {full}); fix --config.data.sources')
+    tr_docs, va_docs = [], []
+    for path in files:
+      tr, va = split_documents(read_documents(path, cfg), cfg)
+      tr_docs += tr
+      va_docs += va
+  bos = tok.bos_id if tok.add_bos else None
+  return tuple(T.memory_tokens([tok.encode(d) for d in docs], bos, tok.eos_id, tok.vocab_size)  # type: ignore[return-value]
+               for docs in (tr_docs, va_docs))
 
 
 def load_corpus(cfg: DataConfig, root: str = '.', tokenizer: Tokenizer | None = None) -> Corpus:
-  """Read, split, tokenize and pack every source. Raises DataError on bad input.
+  """Open or read every source. Raises DataError on bad input.
 
   ``tokenizer`` replaces the one ``cfg`` names (a run initialised from a checkpoint or a
   Hugging Face model uses the tokenizer that model was trained with).
@@ -243,36 +213,105 @@ def load_corpus(cfg: DataConfig, root: str = '.', tokenizer: Tokenizer | None = 
     tok = tokenizer or make_tokenizer(cfg.tokenizer, cfg.hf_tokenizer if cfg.tokenizer == 'hf' else cfg.spm_model)
   except TokenizerError as e:
     raise DataError(str(e)) from None
+  check_split(cfg)
   train, weights, vals, names = [], [], [], []
   for pattern, weight in parse_sources(cfg.sources):
-    if pattern.startswith('tfds:'):
-      tr_docs, va_docs = read_tfds(pattern[len('tfds:'):], root)
-      if va_docs is None:  # no validation split: hold out documents of train, as for files
-        tr_docs, va_docs = split_documents(tr_docs, cfg)
-        print(f'{pattern} has no validation split; holding out {len(va_docs)} of its '
-              f'{len(tr_docs) + len(va_docs)} documents (data.split={cfg.split}, '
-              f'data.val_fraction={cfg.val_fraction})', flush=True)
+    if pattern.startswith('tokens:'):
+      tr, va, _ = T.open_prepared(pattern[len('tokens:'):], tok, root, cfg.check_sources)
     else:
-      full = pattern if os.path.isabs(pattern) else os.path.join(root, pattern)
-      files = sorted(glob.glob(full))
-      if not files:
-        raise DataError(f'data source {pattern!r} matches no file (looked for {full}); '
-                        f'fix --config.data.sources')
-      tr_docs, va_docs = [], []
-      for path in files:
-        tr, va = split_documents(read_documents(path, cfg), cfg)
-        tr_docs += tr
-        va_docs += va
-    bos = tok.bos_id if tok.add_bos else None
-    packed = pack([tok.encode(d) for d in tr_docs], cfg.seq_len, bos, tok.eos_id)
-    if len(packed['inputs']) == 0:
+      tr, va = _text_streams(pattern, cfg, tok, root)
+    rows = TokenWindows(tr, cfg.seq_len)
+    if rows.num_rows == 0:
       raise DataError(f'data source {pattern!r} has no training text after the validation split')
-    train.append(packed)
+    train.append(rows)
     weights.append(weight)
     names.append(pattern)
-    vals.append(pack([tok.encode(d) for d in va_docs], cfg.seq_len, bos, tok.eos_id))
-  val = {k: np.concatenate([v[k] for v in vals]) for k in FIELDS}
-  return Corpus(cfg, tok, train, weights, val, names)
+    vals.append(TokenWindows(va, cfg.seq_len))
+  return Corpus(cfg, tok, train, weights, ConcatRows(vals), names)
+
+
+# ---------------------------------------------------------------------------- sampling
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+  """SplitMix64's finaliser: a bijective hash of uint64 values (wrapping arithmetic)."""
+  x = np.asarray(x, np.uint64)
+  with np.errstate(over='ignore'):
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def _key(*words) -> np.ndarray:
+  """A uint64 hash of a tuple of ints or int arrays (broadcast): the key of a permutation or draw."""
+  h = np.uint64(0x243F6A8885A308D3)
+  for w in words:
+    h = _mix(h ^ np.asarray(w).astype(np.uint64))
+  return h
+
+
+def permute(i: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
+  """A permutation of [0, n) chosen by ``key``, applied to ``i`` (int [k], values in [0, n)).
+
+  ``key`` is one uint64 or one per element (elements of different epochs).
+
+  Four Feistel rounds over the smallest even-bit power-of-two domain holding n, then
+  cycle walking (apply again while the value is >= n) to stay inside [0, n): a bijection
+  with no table of n entries, so memory does not grow with the corpus.
+  """
+  bits = max(2, int(n - 1).bit_length())
+  bits += bits % 2
+  half, mask = np.uint64(bits // 2), np.uint64((1 << (bits // 2)) - 1)
+  x = np.asarray(i, np.uint64).copy()
+  key = np.broadcast_to(np.asarray(key, np.uint64), x.shape)
+  todo = np.ones(len(x), bool)
+  while todo.any():
+    y, k = x[todo], key[todo]
+    for r in range(4):
+      left, right = y >> half, y & mask
+      y = (right << half) | (left ^ (_mix(right ^ k ^ np.uint64(r + 1)) & mask))
+    x[todo] = y
+    todo = x >= np.uint64(n)
+  return x.astype(np.int64)
+
+
+def sample(elements: np.ndarray, sizes: Sequence[int], weights: Sequence[float], seed: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """(source, row) of each element index of the global stream: a pure function of (seed, element)."""
+  elements = np.asarray(elements, np.int64)
+  cum = np.cumsum(np.asarray(weights, np.float64))
+  u = (_key(seed, 0x6D69, elements) >> np.uint64(11)).astype(np.float64) / 2.0**53
+  source = np.minimum(np.searchsorted(cum / cum[-1], u, side='right'), len(sizes) - 1)
+  row = np.zeros(len(elements), np.int64)
+  for s in np.unique(source):
+    n, sel = int(sizes[s]), np.nonzero(source == s)[0]
+    row[sel] = permute(elements[sel] % n, n, _key(seed, s, elements[sel] // n))
+  return source, row
+
+
+class Batches:
+  """This process's share of global batch ``step``: ``batches(step) -> {field: int32 [local, seq_len]}``."""
+
+  def __init__(self, corpus: Corpus, global_batch: int, process_index: int = 0, process_count: int = 1):
+    if global_batch % process_count:
+      raise DataError(f'batch size {global_batch} is not divisible by the {process_count} processes')
+    self.corpus, self.global_batch = corpus, global_batch
+    self.local = global_batch // process_count
+    self.first = process_index * self.local
+    self.sizes = [t.num_rows for t in corpus.train]
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    elements = step * self.global_batch + self.first + np.arange(self.local)
+    source, row = sample(elements, self.sizes, self.corpus.weights, int(self.corpus.cfg.seed))
+    out: dict[str, np.ndarray] = {}
+    for s in np.unique(source):
+      sel = np.nonzero(source == s)[0]
+      got = self.corpus.train[s].rows(row[sel])
+      for k, v in got.items():
+        out.setdefault(k, np.zeros((self.local,) + v.shape[1:], v.dtype))[sel] = v
+    return out
 
 
 def train_dataset(corpus: Corpus, global_batch: int, start_step: int = 0,
@@ -284,39 +323,43 @@ def train_dataset(corpus: Corpus, global_batch: int, start_step: int = 0,
   exactly the batches an uninterrupted one would.
   """
   import tensorflow as tf
-  if global_batch % process_count:
-    raise DataError(f'batch size {global_batch} is not divisible by the {process_count} processes')
-  local = global_batch // process_count
-  seed = int(corpus.cfg.seed)
-  sizes = tf.constant([len(t['inputs']) for t in corpus.train], tf.int64)
-  cum = np.cumsum(np.asarray(corpus.weights, np.float64))
-  cum_w = tf.constant((cum / cum[-1]).astype(np.float32))
-  offsets = tf.constant(np.cumsum([0] + [len(t['inputs']) for t in corpus.train])[:-1], tf.int64)
-  rows = {k: tf.constant(np.concatenate([t[k] for t in corpus.train])) for k in corpus.train[0]}  # FIELDS (+ loss_mask)
+  batches = Batches(corpus, global_batch, process_index, process_count)
+  probe = corpus.train[0].rows(np.zeros(1, np.int64))
+  keys = sorted(probe)
+  dtypes = [tf.as_dtype(probe[k].dtype) for k in keys]
 
-  def element(c):
-    step, r = c // local, c % local
-    i = step * global_batch + process_index * local + r  # index in the global stream
-    u = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), i]))
-    s = tf.minimum(tf.searchsorted(cum_w, tf.reshape(u, [1]), side='right')[0], len(corpus.weights) - 1)
-    n = sizes[s]
-    epoch = i // n
-    # index_shuffle reads only a few low bits of each key word on small tables: hash
-    # (seed, source, epoch) into two full 64-bit words so every seed and epoch differ.
-    key = tf.random.stateless_uniform([2], seed=tf.stack([tf.constant(seed, tf.int64) * 65536 + tf.cast(s, tf.int64),
-                                                          epoch]), minval=None, maxval=None, dtype=tf.int64)
-    row = tf.random.experimental.index_shuffle(i % n, key, n - 1) + offsets[s]
-    return {k: v[row] for k, v in rows.items()}
+  def read(step) -> list[np.ndarray]:
+    batch = batches(int(step))
+    return [batch[k] for k in keys]
 
-  ds = tf.data.Dataset.range(start_step * local, 2**62)
+  @tf.autograph.experimental.do_not_convert
+  def element(step):
+    values = tf.numpy_function(read, [step], dtypes, stateful=False)
+    return {k: tf.ensure_shape(v, (batches.local,) + probe[k].shape[1:]) for k, v in zip(keys, values)}
+
   # Fixed, small parallelism and buffers: tf.data's autotuner threads compete with the
   # train step for CPU cores, and its unbounded thread pool can stall interpreter exit.
-  ds = ds.map(element, num_parallel_calls=2, deterministic=True)
-  ds = ds.batch(local, drop_remainder=True).prefetch(2)
+  ds = tf.data.Dataset.range(start_step, 2**62).map(element, num_parallel_calls=2, deterministic=True).prefetch(2)
   options = tf.data.Options()
   options.autotune.enabled = False
   options.threading.private_threadpool_size = 2
   return ds.with_options(options)
+
+
+def train_batches(corpus: Corpus, global_batch: int, start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """``train_dataset`` as NumPy batches; a DataError raised while reading (a damaged shard)
+  comes out as that DataError, not as TensorFlow's wrapper of it."""
+  import tensorflow as tf
+  it = train_dataset(corpus, global_batch, start_step, process_index, process_count).as_numpy_iterator()
+  while True:
+    try:
+      yield next(it)
+    except tf.errors.OpError as e:
+      msg = e.message
+      if 'DataError: ' in msg:
+        raise DataError(msg.split('DataError: ', 1)[1].split('\n')[0]) from None
+      raise
 
 
 def val_batches(corpus: Corpus, global_batch: int, num_batches: int,
@@ -325,15 +368,20 @@ def val_batches(corpus: Corpus, global_batch: int, num_batches: int,
 
   Rows are always the same, so validation losses are comparable across evaluations.
   """
-  n = len(corpus.val['inputs'])
+  n = corpus.val.num_rows
   total = n // global_batch
   if total == 0:
     raise DataError(f'the validation split has {n} rows of {corpus.cfg.seq_len} tokens, fewer than one '
                     f'batch of {global_batch}; raise data.val_fraction or lower the batch size')
   total = total if num_batches <= 0 else min(num_batches, total)
   local = global_batch // process_count
+  return [corpus.val.rows(np.arange(local) + b * global_batch + process_index * local) for b in range(total)]
+
+
+def describe(corpus: Corpus) -> list[str]:
+  """One line per source: rows, weight, where the tokens come from (for the start-up log)."""
   out = []
-  for b in range(total):
-    lo = b * global_batch + process_index * local
-    out.append({k: v[lo:lo + local] for k, v in corpus.val.items()})
+  for name, rows, w in zip(corpus.names, corpus.train, corpus.weights):
+    where = 'prepared shards' if name.startswith('tokens:') else 'read in memory'
+    out.append(f'{name}: {rows.num_rows:,} rows of {corpus.cfg.seq_len} (weight {w:g}, {where})')
   return out
