@@ -53,7 +53,9 @@ def run(cfg, workdir: str) -> dict:
   from llm import checkpoint, data, lora, loop, sharding, sft, trainer
   from llm.eval import evaluators, results
   from llm.eval.scorer import ModelLM
-  from llm.run import ConfigError, init_source, optim_config, to_dataclass
+  from llm.run import ConfigError, init_distributed, init_source, optim_config, to_dataclass
+
+  init_distributed()  # multi-host: one process per host (llm/run.py says how to launch)
 
   if not cfg.init_from:
     raise ConfigError('fine-tuning starts from a model: pass init=<pre-training workdir> or init=hf:<dir>, '

@@ -49,10 +49,9 @@ def run(cfg, workdir: str) -> dict:
   from llm.eval import evaluators, results
   from llm.eval.scorer import ModelLM
   from llm.tokenizer import prefix_token
-  from llm.run import ConfigError, data_config, init_source, model_config, optim_config
+  from llm.run import ConfigError, data_config, init_distributed, init_source, model_config, optim_config
 
-  if 'JAX_COORDINATOR_ADDRESS' in os.environ or 'TPU_WORKER_HOSTNAMES' in os.environ:
-    jax.distributed.initialize()  # multi-host: one process per host
+  init_distributed()  # multi-host: one process per host (llm/run.py says how to launch)
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
 
@@ -133,8 +132,9 @@ def run(cfg, workdir: str) -> dict:
       f.write(text)
     writer.write_texts(tc.steps, {'sample': text})
   writer.flush()
-  print(f'--- sample after {tc.steps} steps (temperature {cfg.sample.temperature}, top-k {cfg.sample.top_k}) ---')
-  print(text, flush=True)
+  if lead:
+    print(f'--- sample after {tc.steps} steps (temperature {cfg.sample.temperature}, top-k {cfg.sample.top_k}) ---')
+    print(text, flush=True)
   return last
 
 

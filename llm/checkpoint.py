@@ -7,9 +7,13 @@ parameters (no optimizer state is read) into any mesh: the evaluation loop, fine
 and conversion tools start from it. Orbax writes into a temporary directory and
 renames it on success, so a run killed mid-save leaves nothing that ``latest_step``
 would return. A checkpoint damaged afterwards (a truncated or corrupted file, a disk
-that filled up) is found when a resume reads it: ``restore_newest`` says which step is
-unusable and why, moves it to ``<workdir>/unusable_checkpoints/`` (never deletes it) and
-resumes from the newest intact one.
+that filled up) is found when a resume reads it: a file that cannot be read fails the
+restore, and a flipped bit that still reads fails the checksums ``meta`` records of every
+array (computed on device at save time: the sum of its bits and an odd-weighted sum, both
+mod 2^32, so any single changed bit and any swap of two values is caught).
+``restore_newest`` says which step is unusable and why, moves it to
+``<workdir>/unusable_checkpoints/`` (never deletes it) and resumes from the newest intact
+one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from collections.abc import Iterator
@@ -42,8 +47,51 @@ class CheckpointNotFound(ValueError):
   """A workdir (or step) that holds no complete checkpoint."""
 
 
+class CheckpointCorrupt(ValueError):
+  """A checkpoint whose restored arrays differ from the checksums recorded when it was saved."""
+
+
 def _as_dict(state: TrainState) -> dict:
   return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state}
+
+
+def _leaf_checksums(x: jax.Array) -> jax.Array:
+  """uint32 [2]: the sum of ``x``'s bits as words, and the same weighted by 2i + 1 (both mod 2^32)."""
+  import jax.numpy as jnp
+  bits = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize])
+  bits = bits.astype(jnp.uint32).reshape(-1)
+  weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)
+  return jnp.stack([jnp.sum(bits, dtype=jnp.uint32), jnp.sum(bits * weights, dtype=jnp.uint32)])
+
+
+@jax.jit
+def _tree_checksums(tree):
+  return jax.tree.map(_leaf_checksums, tree)
+
+
+def checksums(tree) -> dict[str, list[int]]:
+  """{path: [sum, weighted sum]} of every array of ``tree`` (computed where the arrays live)."""
+  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(_tree_checksums(tree)))[0]
+  return {jax.tree_util.keystr(path): [int(v) for v in value] for path, value in leaves}
+
+
+def verify_checksums(tree, recorded: dict[str, list[int]] | None, where: str) -> None:
+  """Raise CheckpointCorrupt naming the first array of ``tree`` whose checksums differ from ``recorded``."""
+  if not recorded:  # written before checksums were recorded
+    return
+  for key, value in checksums(tree).items():
+    if key in recorded and recorded[key] != value:
+      raise CheckpointCorrupt(f'{where}: {key} does not match the checksum recorded when it was saved '
+                              f'(the file changed since)')
+
+
+def _ignore_closed_loop(unraisable) -> None:
+  """A restore that fails leaves Orbax's TensorStore callbacks to a closed event loop; each would
+  print a traceback about it. Those are dropped; anything else goes to the default hook."""
+  e = unraisable.exc_value
+  if isinstance(e, RuntimeError) and 'Event loop is closed' in str(e):
+    return
+  sys.__unraisablehook__(unraisable)
 
 
 _OPEN: 'weakref.WeakSet[Checkpointer]' = weakref.WeakSet()
@@ -77,8 +125,10 @@ class Checkpointer:
       return False
     if step in self.manager.all_steps():
       return False
+    tree = _as_dict(state)
+    meta = {**meta, 'checksums': checksums(tree)}
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_as_dict(state)), meta=ocp.args.JsonSave(meta)), force=True)
+        state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
 
   def read_meta(self, step: int) -> dict[str, Any]:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
@@ -100,6 +150,7 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_as_dict(abstract))))
     s = restored.state
+    verify_checksums(s, meta.get('checksums'), f'{self.directory} step {step}')
     return TrainState(step=s['step'], params=s['params'], opt_state=s['opt_state']), meta
 
   def set_aside(self, step: int) -> str:
@@ -125,6 +176,8 @@ class Checkpointer:
   def _newest(self, read):
     """``(step, read(step))`` of the newest step that ``read`` can read, setting aside those it cannot;
     None when no step is left. A CheckpointMismatch (another model) is not damage: it is raised."""
+    if sys.unraisablehook is sys.__unraisablehook__:
+      sys.unraisablehook = _ignore_closed_loop
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         return step, read(step)
@@ -289,6 +342,7 @@ def load_params(workdir: str, step: int | None = None, mesh=None,
         partial_restore=True)))
   finally:
     manager.close()
+  verify_checksums({'params': restored.state['params']}, meta.get('checksums'), f'{workdir} step {step}')
   return cfg, tokenizer, restored.state['params'], step
 
 
@@ -298,7 +352,7 @@ def save_params(workdir: str, cfg: ModelConfig, tokenizer_spec: dict[str, Any], 
   ``workdir/checkpoints``; ``train.py`` refuses to resume it (there is no optimizer state)."""
   ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), every=1, keep=1, async_save=False)
   meta = {'model': model_meta(cfg), 'tokenizer': tokenizer_spec, 'step': step, 'params_only': True,
-          **(extra_meta or {})}
+          'checksums': checksums({'params': params}), **(extra_meta or {})}
   ckpt.manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave({'step': step, 'params': params}), meta=ocp.args.JsonSave(meta)), force=True)
   ckpt.close()

@@ -27,6 +27,24 @@ def configure_cpu_devices(n: int) -> None:
     os.environ['XLA_FLAGS'] = f'{flags_} --xla_force_host_platform_device_count={n}'.strip()
 
 
+def init_distributed() -> None:
+  """Start JAX's multi-process runtime when the environment says this is one of several processes.
+
+  TPU VMs and Slurm/Kubernetes jobs are detected by JAX itself (``TPU_WORKER_HOSTNAMES``,
+  ``JAX_COORDINATOR_ADDRESS``); elsewhere (GPU hosts, or processes on one machine) set
+  ``JAX_COORDINATOR_ADDRESS=host:port``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every
+  process. On CPU the processes' collectives go through gloo.
+  """
+  import jax
+  env = os.environ
+  if 'JAX_NUM_PROCESSES' in env:
+    jax.distributed.initialize(coordinator_address=env.get('JAX_COORDINATOR_ADDRESS'),
+                               num_processes=int(env['JAX_NUM_PROCESSES']),
+                               process_id=int(env.get('JAX_PROCESS_ID', '0')))
+  elif 'JAX_COORDINATOR_ADDRESS' in env or 'TPU_WORKER_HOSTNAMES' in env:
+    jax.distributed.initialize()
+
+
 # ModelConfig fields a config may set. SIZE_FIELDS default to the size table (None in the
 # config); the others have a config default. configs/common.py builds config.model from these.
 SIZE_FIELDS = ('family', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
@@ -144,13 +162,13 @@ def data_config(cfg) -> DataConfig:
 
 def expected_errors() -> tuple[type[Exception], ...]:
   """Errors of bad input that the recipes print as one line (``error: ...``), exit status 2."""
-  from llm.checkpoint import CheckpointMismatch, CheckpointNotFound
+  from llm.checkpoint import CheckpointCorrupt, CheckpointMismatch, CheckpointNotFound
   from llm.data import DataError
   from llm.eval.evaluators import EvalConfigError
   from llm.eval.tasks import TaskError
   from llm.lora import LoraError
   from llm.tokenizer import TokenizerError
-  return (ConfigError, DataError, CheckpointMismatch, CheckpointNotFound, NonFiniteLoss, EvalConfigError,
+  return (ConfigError, DataError, CheckpointCorrupt, CheckpointMismatch, CheckpointNotFound, NonFiniteLoss, EvalConfigError,
           TaskError, TokenizerError, LoraError)
 
 

@@ -82,6 +82,34 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path):
   assert max(diffs) < 1e-6
 
 
+@pytest.mark.parametrize('damage', ['truncated', 'flipped_bit'])
+def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_resumed(tmp_path, capsys, damage):
+  import shutil
+  full = str(tmp_path / 'full')
+  train.run(smoke(), full)  # checkpoints at steps 3 and 6
+  wd = tmp_path / 'run'
+  shutil.copytree(full, wd)
+  files = [p for p in (wd / 'checkpoints' / '6' / 'state').rglob('*') if p.is_file()]
+  data_file = max(files, key=lambda p: p.stat().st_size)  # the parameters and optimizer state
+  blob = bytearray(data_file.read_bytes())
+  if damage == 'truncated':
+    data_file.write_bytes(bytes(blob[:len(blob) // 2]))
+  else:  # same size, reads without error: only the recorded checksums can tell
+    blob[len(blob) // 2] ^= 0x01
+    data_file.write_bytes(bytes(blob))
+  capsys.readouterr()
+  train.run(smoke(), str(wd))
+  out = capsys.readouterr().out
+  assert f'checkpoint step 6 of {wd}/checkpoints is unusable' in out, out
+  assert f'moved it to {wd}/unusable_checkpoints/6' in out
+  assert 'steps 3..6' in out  # resumed from the newest intact checkpoint
+  assert (wd / 'unusable_checkpoints' / '6' / 'state').is_dir()  # kept, not deleted
+  import jax
+  diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))),
+                                       restore_params(full, 6), restore_params(str(wd), 6)))
+  assert max(diffs) < 1e-6  # and it ends where the undamaged run ended
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   wd = str(tmp_path / 'run')
   train.run(smoke(steps=3), wd)

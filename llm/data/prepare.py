@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ class PrepareConfig:
   split: str = 'document'  # 'tail' or 'document' (llm.data.documents); TFDS sources keep their own splits
   val_fraction: float = 0.01  # share of the text held out for validation
   decode_errors: str = 'strict'  # 'strict' (fail on bad UTF-8) or 'replace' (U+FFFD)
-  shard_mb: int = 64  # input megabytes per unit (= per shard); a larger file is a unit of its own
+  shard_mb: float = 64.0  # input megabytes per unit (= per shard); a larger file is a unit of its own
   runner: str = 'direct'  # one of RUNNERS (see the module docstring)
   workers: int = 0  # processes for 'multiprocess' and a local 'dask' cluster; 0 = one per CPU
   dask_address: str = ''  # 'tcp://host:8786' of a running Dask scheduler; '' = start a local cluster
@@ -116,7 +117,7 @@ def parse_source_list(spec: str) -> list[str]:
 def plan(cfg: PrepareConfig, root: str = '.') -> list[Unit]:
   """The units of a run, in order; DataError for a source that matches nothing."""
   units: list[Unit] = []
-  limit = cfg.shard_mb << 20
+  limit = int(cfg.shard_mb * (1 << 20))
   for s, pattern in enumerate(parse_source_list(cfg.sources)):
     if pattern.startswith('tfds:'):
       builder = tfds_builder(pattern[len('tfds:'):], root)
@@ -242,7 +243,8 @@ def process_unit(unit: Unit, cfg: PrepareConfig, fp: str) -> dict[str, Any]:
   shards = {split: {'path': shard_path(split, unit.index), **w.write(os.path.join(cfg.output, shard_path(split, unit.index)))}
             for split, w in writers.items()}
   record = {'fingerprint': fp, 'unit': dataclasses.asdict(unit), 'inputs': inputs, 'shards': shards,
-            'bytes_in': bytes_in, 'seconds': time.perf_counter() - t0}
+            'bytes_in': bytes_in, 'seconds': time.perf_counter() - t0,
+            'worker': f'{socket.gethostname()}:{os.getpid()}'}
   T.write_json(unit_record_path(cfg.output, unit.index), record)
   return record
 

@@ -283,8 +283,16 @@ def _advance(prog: Progress, token_b: jax.Array, step: jax.Array, knobs: _Knobs)
   return Progress(history_bw, prog.done_b | finish_b, length_b, reason_b)
 
 
+def _fetch(tree):
+  """Global arrays to NumPy on this host; with several processes each gathers the others' rows."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def _result(batch: _Batch, prog: Progress, steps: int, t0: float) -> Generation:
-  history_bw, length_b, reason_b = jax.device_get((prog.history_bw, prog.length_b, prog.reason_b))
+  history_bw, length_b, reason_b = _fetch((prog.history_bw, prog.length_b, prog.reason_b))
   w = batch.stops_sw.shape[1] - 1
   rows = range(batch.rows)
   return Generation(tokens=[history_bw[r, w:w + length_b[r]].tolist() for r in rows],
@@ -419,7 +427,7 @@ def generate(graphdef: nnx.GraphDef, cfg: ModelConfig, params: Params, prompts: 
   tokens_bp, lengths_b = place.batch((batch.tokens_bp, batch.lengths_b))
   with place.context():
     prog, steps = _decode(graphdef, cfg, mesh, sampler, max_new_tokens, params, tokens_bp, lengths_b, knobs)
-    return _result(batch, prog, jax.device_get(steps), t0)
+    return _result(batch, prog, _fetch(steps), t0)
 
 
 def generate_uncached(graphdef: nnx.GraphDef, cfg: ModelConfig, params: Params, prompts: Sequence[Sequence[int]],
