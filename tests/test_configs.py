@@ -24,6 +24,7 @@ CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
 # Configs of the corpus pipeline (llm/data/clean), not of train.py.
 PIPELINE_ARGS = {
     'corpus.py': ['', 'smoke=True', 'bad_words=True'],
+    'prepare.py': ['', 'smoke=True', 'runner=local', 'runner=multiprocess', 'runner=dask,smoke=True', 'runner=dataflow'],
 }
 # finetune.py's configs; tests/test_finetune.py loads them with each documented argument.
 FINETUNE_ARGS = {
@@ -65,6 +66,22 @@ def test_corpus_config_builds_pipeline_config(arg):
     pipeline.from_config({**cfg.to_dict(), 'rules': {**cfg.rules.to_dict(), 'gopher': {}}})
   with pytest.raises(ValueError, match='unknown config argument'):
     load('corpus.py', 'bogus=1')
+
+
+@pytest.mark.parametrize('arg', PIPELINE_ARGS['prepare.py'])
+def test_prepare_config_builds_prepare_config(arg):
+  from llm.data.prepare import PrepareConfig, beam_options
+  cfg = load('prepare.py', arg)
+  cfg.sources, cfg.output = 'raw/*.jsonl.gz', '/tmp/out'
+  pcfg = run.to_dataclass(PrepareConfig, cfg)
+  assert pcfg.runner == (arg.split('runner=')[1].split(',')[0] if 'runner=' in arg else 'direct')
+  assert (pcfg.shard_mb, pcfg.workers) == ((1, 1) if 'smoke' in arg else (64, 0))
+  if pcfg.runner != 'local':
+    assert any(o.startswith('--runner=') for o in beam_options(pcfg))
+  with pytest.raises(ValueError, match='unknown config argument'):
+    load('prepare.py', 'bogus=1')
+  with pytest.raises(ValueError, match="runner='spark'"):
+    load('prepare.py', 'runner=spark')
 
 
 @pytest.mark.parametrize('name,arg', CASES, ids=[f'{n}:{a}' for n, a in CASES])

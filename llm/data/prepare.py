@@ -279,7 +279,7 @@ def beam_options(cfg: PrepareConfig) -> list[str]:
   workers = cfg.workers or os.cpu_count() or 1
   base = {'direct': ['--runner=DirectRunner', '--direct_num_workers=1'],
           'multiprocess': ['--runner=DirectRunner', '--direct_running_mode=multi_processing',
-                           f'--direct_num_workers={workers}'],
+                           f'--direct_num_workers={workers}', '--default_sdk_harness_log_level=WARNING'],
           'dask': ['--runner=apache_beam.runners.dask.dask_runner.DaskRunner', '--dask_partition_size=1'],
           'dataflow': ['--runner=DataflowRunner']}[cfg.runner]
   return base + cfg.beam_args.split()
