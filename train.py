@@ -75,6 +75,8 @@ def run(cfg, workdir: str) -> dict:
   repo = os.path.dirname(os.path.abspath(__file__))
   corpus = data.load_corpus(data_config(cfg), root=repo, tokenizer=init.tokenizer if init else None)
   val = data.val_batches(corpus, tc.batch_size, tc.eval_batches, jax.process_index(), jax.process_count())
+  if lead:
+    print('\n'.join(data.describe(corpus)), flush=True)
 
   # ----- Model, optimizer, shardings -----------------------------------------------------
   model_cfg = init.model_cfg if init else model_config(cfg, corpus.tokenizer.vocab_size, jax.default_backend())

@@ -85,8 +85,9 @@ def base_config() -> config_dict.ConfigDict:
   c.model.scan_layers = True  # lax.scan over layers (fast compiles) or an unrolled loop (faster small models)
 
   # The data: llm.data.DataConfig's fields (sources, seq_len, tokenizer, spm_model,
-  # hf_tokenizer, doc_separator, jsonl_field, split, val_fraction, decode_errors, seed),
-  # documented there; sources are 'glob[:weight],...' relative to the repository.
+  # hf_tokenizer, doc_separator, jsonl_field, split, val_fraction, decode_errors, seed,
+  # check_sources), documented there; sources are 'glob[:weight],...' (relative to the
+  # repository), tfds:<dir> or tokens:<dir prepared by python -m llm.data.prepare>.
   from llm.data import DataConfig
   c.data = from_dataclass(DataConfig(sources='data/tinyshakespeare.txt', seq_len=128, doc_separator='blank_line'))
 

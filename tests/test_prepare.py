@@ -330,3 +330,16 @@ def test_command_line_prints_one_message(tmp_path):
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1 and 'matches no file' in errors[0]
+
+
+def test_data_benchmark_runs_and_reports_each_measurement(tmp_path):
+  from llm.data import bench
+  out = bench.main(['--mb=0.5', '--vocab=600', '--seq_len=128', '--batch=16', '--seconds=0.5', '--all_cores_runner=local',
+                    f'--work={tmp_path}', f'--out={tmp_path / "r.json"}'])
+  one = out['one_core']
+  # One core each; the same text and vocabulary: prepare's tokens are tokenizers' plus one EOS a document.
+  assert one['threads'] == 1 and one['prepare_tokens'] == one['hf_tokens'] + one['prepare_docs']
+  assert one['hf_mb_per_s'] > 0 and one['prepare_mb_per_s'] > 0 and out['all_cores']['mb_per_s'] > 0
+  s = out['stream']
+  assert s['batches'] >= 1 and s['tokens_per_s'] > 0 and s['local_rows'] == 16 and s['seq_len'] == 128
+  assert json.loads((tmp_path / 'r.json').read_text())['cpu'] == out['cpu']

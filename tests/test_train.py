@@ -63,9 +63,16 @@ def test_smoke_run_writes_metrics_checkpoints_and_sample(tmp_path, capsys):
   assert '--- sample after 6 steps' in out
 
 
-def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path):
-  full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory):
+  """An uninterrupted smoke run (checkpoints at steps 3 and 6) that other runs are compared with."""
+  full = str(tmp_path_factory.mktemp('full') / 'run')
   train.run(smoke(), full)
+  return full
+
+
+def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, full_run):
+  full, part = full_run, str(tmp_path / 'part')
   # Interrupted at step 4: lines for step 4 exist but the last checkpoint is step 3.
   train.run(smoke(steps=4, checkpoint_every=3), part)
   os.rename(os.path.join(part, 'checkpoints', '4'), os.path.join(tmp_path, 'discarded'))
@@ -83,10 +90,9 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path):
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'flipped_bit'])
-def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_resumed(tmp_path, capsys, damage):
+def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_resumed(tmp_path, capsys, damage, full_run):
   import shutil
-  full = str(tmp_path / 'full')
-  train.run(smoke(), full)  # checkpoints at steps 3 and 6
+  full = full_run  # checkpoints at steps 3 and 6
   wd = tmp_path / 'run'
   shutil.copytree(full, wd)
   files = [p for p in (wd / 'checkpoints' / '6' / 'state').rglob('*') if p.is_file()]

@@ -10,5 +10,5 @@
 
 from llm.data.documents import DataError, read_documents, read_tfds, split_documents  # noqa: F401
 from llm.data.stream import (  # noqa: F401  (the names train.py, finetune.py and llm/sft.py use)
-    FIELDS, Corpus, DataConfig, PackedRows, load_corpus, pack, parse_sources, train_batches, train_dataset,
+    FIELDS, Corpus, DataConfig, PackedRows, describe, load_corpus, pack, parse_sources, train_batches, train_dataset,
     val_batches)

@@ -105,8 +105,9 @@ def _one_core_worker(args) -> dict:
   m = prepare.run(cfg, log=lambda *a: None)
   ours_s = time.perf_counter() - t0
   tokens = m['splits']['train']['tokens'] + m['splits']['validation']['tokens']
+  docs = m['splits']['train']['docs'] + m['splits']['validation']['docs']
   return {'text_mb': mb, 'hf_encode_batch_s': hf_s, 'hf_mb_per_s': mb / hf_s, 'hf_tokens': n_tokens,
-          'prepare_s': ours_s, 'prepare_mb_per_s': mb / ours_s, 'prepare_tokens': tokens,
+          'prepare_s': ours_s, 'prepare_mb_per_s': mb / ours_s, 'prepare_tokens': tokens, 'prepare_docs': docs,
           'threads': len(os.sched_getaffinity(0))}
 
 
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument('--seq_len', type=int, default=2048)
   p.add_argument('--batch', type=int, default=128, help='global batch in rows')
   p.add_argument('--seconds', type=float, default=20.0)
+  p.add_argument('--all_cores_runner', default='multiprocess', help='prepare runner for the every-core figure')
   p.add_argument('--work', default='', help='scratch directory ("" = a temporary one)')
   p.add_argument('--out', default='', help='write the results as JSON here')
   p.add_argument('--_one_core', action='store_true', help=argparse.SUPPRESS)
@@ -183,14 +185,15 @@ def main(argv: list[str] | None = None) -> dict:
   print(f"one core: tokenizers encode_batch {out['one_core']['hf_mb_per_s']:.2f} MB/s, "
         f"prepare {out['one_core']['prepare_mb_per_s']:.2f} MB/s", flush=True)
   cfg = prepare.PrepareConfig(sources=args.text, output=os.path.join(args.work, 'tokens'), tokenizer='hf',
-                              hf_tokenizer=args.hf_tokenizer, runner='multiprocess', workers=cores,
+                              hf_tokenizer=args.hf_tokenizer, runner=args.all_cores_runner, workers=cores,
                               val_fraction=0.01, shard_mb=max(1.0, args.mb / (4 * cores)))
   t0 = time.perf_counter()
   m = prepare.run(cfg, log=lambda *a: None)
   dt = time.perf_counter() - t0
-  out['all_cores'] = {'runner': 'multiprocess', 'workers': cores, 'seconds': dt,
+  out['all_cores'] = {'runner': args.all_cores_runner, 'workers': cores, 'seconds': dt,
                       'mb_per_s': m['bytes_in'] / 1e6 / dt, 'tokens': m['splits']['train']['tokens']}
-  print(f"{cores} cores (Beam multiprocess): prepare {out['all_cores']['mb_per_s']:.2f} MB/s of input", flush=True)
+  print(f"{cores} cores ({args.all_cores_runner} runner): prepare {out['all_cores']['mb_per_s']:.2f} MB/s of input",
+        flush=True)
   out['stream'] = stream_rate(cfg.output, args.hf_tokenizer, args.seq_len, args.batch, args.seconds)
   s = out['stream']
   print(f"stream: {s['tokens_per_s']:,.0f} tokens/s of device-ready batches ({s['local_rows']} x {s['seq_len']}, "
