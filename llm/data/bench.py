@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
   m = prepare.run(cfg, log=lambda *a: None)
   dt = time.perf_counter() - t0
   out['all_cores'] = {'runner': args.all_cores_runner, 'workers': cores, 'seconds': dt,
-                      'mb_per_s': m['bytes_in'] / 1e6 / dt, 'tokens': m['splits']['train']['tokens']}
-  print(f"{cores} cores ({args.all_cores_runner} runner): prepare {out['all_cores']['mb_per_s']:.2f} MB/s of input",
+                      'mb_per_s': m['text_bytes'] / 1e6 / dt, 'tokens': m['splits']['train']['tokens']}
+  print(f"{cores} cores ({args.all_cores_runner} runner): prepare {out['all_cores']['mb_per_s']:.2f} MB/s of text",
         flush=True)
   out['stream'] = stream_rate(cfg.output, args.hf_tokenizer, args.seq_len, args.batch, args.seconds)
   s = out['stream']

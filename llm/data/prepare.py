@@ -177,10 +177,12 @@ class _SplitWriter:
     self.chunks: list[np.ndarray] = []
     self.starts: list[int] = []
     self.num_tokens = 0
+    self.text_bytes = 0  # UTF-8 bytes of the documents' text
 
   def add(self, text: str) -> None:
     self.pending.append(text)
     self.pending_chars += len(text)
+    self.text_bytes += len(text.encode('utf-8'))
     if self.pending_chars >= ENCODE_BATCH_CHARS:
       self.flush()
 
@@ -240,10 +242,11 @@ def process_unit(unit: Unit, cfg: PrepareConfig, fp: str) -> dict[str, Any]:
                    'docs': {s: len(texts) if s == unit.tfds_split else 0 for s in T.SPLITS},
                    'tokens': {s: w.num_tokens for s, w in writers.items()}})
   bytes_in = sum(i.get('size', 0) for i in inputs)
+  text_bytes = sum(w.text_bytes for w in writers.values())
   shards = {split: {'path': shard_path(split, unit.index), **w.write(os.path.join(cfg.output, shard_path(split, unit.index)))}
             for split, w in writers.items()}
   record = {'fingerprint': fp, 'unit': dataclasses.asdict(unit), 'inputs': inputs, 'shards': shards,
-            'bytes_in': bytes_in, 'seconds': time.perf_counter() - t0,
+            'bytes_in': bytes_in, 'text_bytes': text_bytes, 'seconds': time.perf_counter() - t0,
             'worker': f'{socket.gethostname()}:{os.getpid()}'}
   T.write_json(unit_record_path(cfg.output, unit.index), record)
   return record
@@ -383,7 +386,7 @@ def build_manifest(cfg: PrepareConfig, tok: Tokenizer, units: Sequence[Unit], re
   return {'format': T.FORMAT, 'tokenizer': T.tokenizer_identity(tok), 'dtype': T.token_dtype(tok.vocab_size).name,
           'split_rule': rule, 'settings': settings(cfg, tok), 'sources': sources, 'splits': splits,
           'units': len(units), 'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'runner': cfg.runner,
-          'bytes_in': sum(r['bytes_in'] for r in records)}
+          'bytes_in': sum(r['bytes_in'] for r in records), 'text_bytes': sum(r['text_bytes'] for r in records)}
 
 
 def run(cfg: PrepareConfig, root: str = '.', log=print) -> dict[str, Any]:
@@ -424,11 +427,11 @@ def run(cfg: PrepareConfig, root: str = '.', log=print) -> dict[str, Any]:
   T.write_json(manifest_path, manifest)
   seconds = time.perf_counter() - t0
   ran = [r for u, r in zip(units, records) if any(u.index == t.index for t, _ in todo)]
-  mb = sum(r['bytes_in'] for r in ran) / 1e6
+  mb = sum(r['text_bytes'] for r in ran) / 1e6
   sp = manifest['splits']
   log(f'wrote {manifest_path}: train {sp["train"]["docs"]:,} documents, {sp["train"]["tokens"]:,} tokens '
       f'in {len(sp["train"]["shards"])} shards; validation {sp["validation"]["docs"]:,} documents, '
-      f'{sp["validation"]["tokens"]:,} tokens. {len(todo)} units ({mb:,.1f} MB of input) in {seconds:.1f}s'
+      f'{sp["validation"]["tokens"]:,} tokens. {len(todo)} units ({mb:,.1f} MB of text) in {seconds:.1f}s'
       + (f' ({mb / seconds:.1f} MB/s)' if seconds > 0 and mb else ''))
   return {**manifest, 'done': len(todo), 'skipped': len(units) - len(todo), 'seconds': seconds}
 
