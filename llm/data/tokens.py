@@ -18,7 +18,7 @@ file is an error, never different data. A chunk that is missing reads as the fil
 the dtype's largest value, which no token id can be, and is reported as damage too.
 Why zarr through TensorStore rather than ArrayRecord or a raw file: ArrayRecord cannot
 read ``gs://`` (google/array_record#120) and a raw file has no checksums; TensorStore,
-already installed with Orbax, gives both and reads a 2,049-token window in ~0.1 ms.
+already installed with Orbax, gives both; a 2,049-token row costs ~0.15 ms, assembly included.
 ``manifest.json`` is the index (``llm.data.prepare``): shards, token and document counts,
 sizes and SHA-256 of every file, the tokenizer, the sources and the split rule.
 """
