@@ -85,6 +85,10 @@ def verify_checksums(tree, recorded: dict[str, list[int]] | None, where: str) ->
                               f'(the file changed since)')
 
 
+def _reason(e: Exception) -> str:
+  return ' '.join(str(e).split())[:300] or type(e).__name__
+
+
 def _ignore_closed_loop(unraisable) -> None:
   """A restore that fails leaves Orbax's TensorStore callbacks to a closed event loop; each would
   print a traceback about it. Those are dropped; anything else goes to the default hook."""
@@ -174,20 +178,35 @@ class Checkpointer:
     return target
 
   def _newest(self, read):
-    """``(step, read(step))`` of the newest step that ``read`` can read, setting aside those it cannot;
-    None when no step is left. A CheckpointMismatch (another model) is not damage: it is raised."""
+    """``(step, read(step))`` of the newest step that ``read`` can read; None when there is no step.
+
+    Newer steps that fail are set aside only once an older one has been read: that proves this
+    run can read its checkpoints, so theirs is damage, not a config that no longer fits them.
+    When none can be read nothing is moved and CheckpointCorrupt says why. A
+    CheckpointMismatch (another model) is raised at once.
+    """
     if sys.unraisablehook is sys.__unraisablehook__:
       sys.unraisablehook = _ignore_closed_loop
+    failed: list[tuple[int, Exception]] = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        return step, read(step)
+        value = read(step)
       except CheckpointMismatch:
         raise
       except Exception as e:  # pylint: disable=broad-except  # whatever a damaged file makes Orbax raise
-        reason = ' '.join(str(e).split())[:300] or type(e).__name__
-        where = self.set_aside(step)
-        print(f'checkpoint step {step} of {self.directory} is unusable ({type(e).__name__}: {reason}); '
-              f'moved it to {where} and trying the one before', flush=True)
+        failed.append((step, e))
+        continue
+      for bad, e in failed:
+        where = self.set_aside(bad)
+        print(f'checkpoint step {bad} of {self.directory} is unusable ({type(e).__name__}: {_reason(e)}); '
+              f'moved it to {where}; resuming from step {step}', flush=True)
+      return step, value
+    if failed:
+      step, e = failed[0]
+      raise CheckpointCorrupt(
+          f'no checkpoint of {self.directory} can be restored (the newest, step {step}: {type(e).__name__}: '
+          f'{_reason(e)}); if they are damaged, move {self.directory} away to start afresh; if the config '
+          f'changed since they were written, restore it') from e
     return None
 
   def newest_meta(self) -> tuple[int, dict[str, Any]] | None:

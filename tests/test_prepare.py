@@ -217,7 +217,7 @@ def test_interrupted_run_leaves_no_manifest_and_resumes(raw, tmp_path, monkeypat
   monkeypatch.setattr(prepare, 'process_unit', real)
   done = prepare.run(cfg, **QUIET)
   assert (done['done'], done['skipped']) == (1, len(units) - 1)  # the unit finished before the kill is kept
-  fresh = prepare.run(dataclasses.replace(cfg, output=str(tmp_path / 'fresh')), **QUIET)
+  prepare.run(dataclasses.replace(cfg, output=str(tmp_path / 'fresh')), **QUIET)
   assert shard_digests(tmp_path / 'out') == shard_digests(tmp_path / 'fresh')
 
 
@@ -319,6 +319,15 @@ def test_bad_prepare_inputs(raw, tmp_path):
   (bad / 'x.jsonl').write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
   with pytest.raises(DataError, match=r'x.jsonl: line 2 is not valid UTF-8'):
     prepare.run(config(bad, tmp_path / 'o2', sources=f'{bad}/x.jsonl', runner='direct'), **QUIET)
+  assert not (tmp_path / 'o2' / T.MANIFEST).exists() and not (tmp_path / 'o2' / 'units').exists()
+  (bad / 'empty.txt').write_text('  \n')
+  with pytest.raises(DataError, match=r'empty.txt: the file is empty'):
+    prepare.run(config(bad, tmp_path / 'o3', sources=f'{bad}/empty.txt'), **QUIET)
+  (tmp_path / 'afile').write_text('x')
+  with pytest.raises(DataError, match='is a file; name a directory'):
+    prepare.run(config(raw, tmp_path / 'afile'), **QUIET)
+  with pytest.raises(DataError, match='shard_mb must be positive'):
+    prepare.run(config(raw, tmp_path / 'o4', shard_mb=0), **QUIET)
   with pytest.raises(DataError, match='tokens:.*no manifest.json'):
     _load(tmp_path / 'nowhere')
 

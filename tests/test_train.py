@@ -116,6 +116,22 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_resumed(tmp_p
   assert max(diffs) < 1e-6  # and it ends where the undamaged run ended
 
 
+def test_when_no_checkpoint_restores_nothing_is_moved(tmp_path, full_run):
+  """Every checkpoint failing is not taken for damage (a changed config fails them all alike):
+  the run stops with one message and leaves them where they are."""
+  import shutil
+  from llm.checkpoint import CheckpointCorrupt
+  wd = tmp_path / 'run'
+  shutil.copytree(full_run, wd)
+  for step in ('3', '6'):
+    files = [p for p in (wd / 'checkpoints' / step / 'state').rglob('*') if p.is_file()]
+    data_file = max(files, key=lambda p: p.stat().st_size)
+    data_file.write_bytes(data_file.read_bytes()[:100])
+  with pytest.raises(CheckpointCorrupt, match=r'no checkpoint of .* can be restored \(the newest, step 6'):
+    train.run(smoke(), str(wd))
+  assert sorted(os.listdir(wd / 'checkpoints')) == ['3', '6'] and not (wd / 'unusable_checkpoints').exists()
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   wd = str(tmp_path / 'run')
   train.run(smoke(steps=3), wd)
