@@ -5,11 +5,15 @@ than assumed: ``bos_id`` and ``eos_id`` (either may be None, not both), ``pad_id
 ever fills padding, which segment id 0 masks, so any id will do) and ``add_bos``, whether
 a document starts with BOS (in training rows, prompts and scored contexts alike, as a
 Hugging Face tokenizer's post-processor says for its model: Llama's adds one, GPT-2's
-does not). ``encode`` never adds special tokens; ``decode`` drops them. ``spec()`` is the
+does not). ``mask_id`` (BERT's [MASK]) and ``sentinel_ids`` (T5's <extra_id_0>, <extra_id_1>,
+...) are the extra special tokens of the masked-LM and span-corruption objectives
+(``llm.data.objectives``); a tokenizer without them has None and (). ``encode`` never adds
+special tokens; ``decode`` drops them. ``spec()`` is the
 JSON a checkpoint records so that evaluation and conversion rebuild the same tokenizer
 (``from_spec``), with a SHA-256 of the file so that a changed file is caught.
 
 The byte tokenizer keeps ids 0/1/2 for pad/bos/eos and the 256 byte values at 3..258;
+asked for them, it adds a mask token at 259 and sentinels at the top of the vocabulary;
 ``python -m llm.tokenizer`` trains SentencePiece models with the same three ids, but a
 SentencePiece or Hugging Face tokenizer with other ids works as well.
 
@@ -30,6 +34,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,6 +52,8 @@ class Tokenizer(Protocol):
   bos_id: int | None  # beginning of document; None = the tokenizer has none
   eos_id: int | None  # end of document; None = the tokenizer has none
   add_bos: bool  # documents (training rows, prompts, scored contexts) start with bos_id
+  mask_id: int | None  # masked-LM's [MASK]; None = the tokenizer has none
+  sentinel_ids: tuple[int, ...]  # span corruption's <extra_id_0>, <extra_id_1>, ...; () = none
 
   def encode(self, text: str) -> np.ndarray: ...  # int32 [n], no special tokens
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]: ...  # encode of each (batched where faster)
@@ -68,16 +75,51 @@ def prefix_token(tok: Tokenizer) -> int:
 
 
 def special_ids(tok: Tokenizer) -> set[int]:
-  return {i for i in (tok.pad_id, tok.bos_id, tok.eos_id) if i is not None}
+  """pad, bos, eos, mask and sentinel ids: never text, never masked or predicted as text."""
+  ids = {tok.pad_id, tok.bos_id, tok.eos_id, getattr(tok, 'mask_id', None), *getattr(tok, 'sentinel_ids', ()),
+         *getattr(tok, 'added_special_ids', ())}  # a Hugging Face file's other special tokens ([CLS], [UNK], ...)
+  return {int(i) for i in ids if i is not None}
+
+
+_SENTINEL = re.compile(r'<extra_id_(\d+)>')
+
+
+def _sentinels(pieces: dict[str, int]) -> tuple[int, ...]:
+  """The ids of <extra_id_0>, <extra_id_1>, ... in ``pieces`` {piece: id}, up to the first one missing."""
+  numbered = {}
+  for piece, i in pieces.items():
+    m = _SENTINEL.fullmatch(piece)
+    if m:
+      numbered[int(m.group(1))] = int(i)
+  out = []
+  while len(out) in numbered:  # a gap ends the list: span k must always have sentinel k
+    out.append(numbered[len(out)])
+  return tuple(out)
 
 
 class ByteTokenizer:
-  """UTF-8 bytes shifted by 3: ids 0-2 are pad/bos/eos, 3-258 the 256 byte values."""
+  """UTF-8 bytes shifted by 3: ids 0-2 are pad/bos/eos, 3-258 the 256 byte values.
 
-  vocab_size = 259
+  ``mask=True`` adds a mask token at 259 (masked-LM); ``sentinels=n`` adds n sentinels at
+  the top of the vocabulary, <extra_id_i> = vocab_size - 1 - i as in T5 (span corruption).
+  Neither is ever produced by ``encode``, so a corpus prepared with the plain byte
+  tokenizer is the same token stream for all three.
+  """
+
+  vocab_size = 259  # without extras (a class attribute: benchmarks size models from it)
   pad_id, bos_id, eos_id = PAD, BOS, EOS
   add_bos = True
   offset = 3
+  mask_id: int | None = None
+  sentinel_ids: tuple[int, ...] = ()
+
+  def __init__(self, mask: bool = False, sentinels: int = 0):
+    if sentinels < 0:
+      raise TokenizerError(f'the byte tokenizer cannot have {sentinels} sentinels; ask for 0 or more')
+    self.mask, self.sentinels = bool(mask), int(sentinels)
+    self.vocab_size = ByteTokenizer.vocab_size + self.mask + self.sentinels
+    self.mask_id = ByteTokenizer.vocab_size if self.mask else None
+    self.sentinel_ids = tuple(self.vocab_size - 1 - i for i in range(self.sentinels))
 
   def encode(self, text: str) -> np.ndarray:
     return np.frombuffer(text.encode('utf-8'), np.uint8).astype(np.int32) + self.offset
@@ -91,7 +133,9 @@ class ByteTokenizer:
     return ids.astype(np.uint8).tobytes().decode('utf-8', errors='replace')
 
   def spec(self) -> dict[str, Any]:
-    return {'kind': 'byte'}
+    if not (self.mask or self.sentinels):
+      return {'kind': 'byte'}  # as before extras existed, so older checkpoints and manifests match
+    return {'kind': 'byte', 'mask': self.mask, 'sentinels': self.sentinels}
 
 
 class SentencePieceTokenizer:
@@ -115,7 +159,19 @@ class SentencePieceTokenizer:
                            f'documents need one to be separated (train with `python -m llm.tokenizer`)')
     self.pad_id = next(i for i in (ids['pad'], self.eos_id, self.bos_id) if i is not None)
     self.add_bos = self.bos_id is not None
+    self.mask_id = next((i for i in map(self._piece_id, ('[MASK]', '<mask>')) if i is not None), None)
+    # T5's own spiece.model has no <extra_id_N> pieces: Hugging Face's T5Tokenizer appends
+    # them after the vocabulary, so that model gets its sentinels through its tokenizer.json.
+    sentinels: list[int] = []
+    while (i := self._piece_id(f'<extra_id_{len(sentinels)}>')) is not None:
+      sentinels.append(i)
+    self.sentinel_ids = tuple(sentinels)
     self._special = special_ids(self)
+
+  def _piece_id(self, piece: str) -> int | None:
+    """The id of ``piece``, None if the model lacks it (piece_to_id would answer unk's id)."""
+    i = self.sp.piece_to_id(piece)
+    return i if self.sp.id_to_piece(i) == piece else None
 
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self.sp.encode(text), np.int32)
@@ -153,7 +209,9 @@ class HFTokenizer:
   pad_token), then ``config.json`` / ``generation_config.json`` (bos_token_id, ...).
   ``add_bos`` is what the file's post-processor does when ``transformers`` encodes with
   special tokens (overridden by tokenizer_config's ``add_bos_token`` when it sets one), and
-  ``split_special_tokens`` is honoured as transformers honours it.
+  ``split_special_tokens`` is honoured as transformers honours it. The mask token is
+  ``mask_token`` (BERT's [MASK]); the sentinels are the tokens spelled <extra_id_N> (T5's),
+  in the order of N.
   """
 
   def __init__(self, path: str):
@@ -208,7 +266,11 @@ class HFTokenizer:
     if isinstance(config.get('add_bos_token'), bool):
       adds = config['add_bos_token'] and self.bos_id is not None
     self.add_bos = bool(adds)
-    self._special = special_ids(self) | {i for i, t in self.tk.get_added_tokens_decoder().items() if t.special}
+    self.mask_id = resolve('mask')
+    added = self.tk.get_added_tokens_decoder()
+    self.sentinel_ids = _sentinels({t.content: i for i, t in added.items()})
+    self.added_special_ids = frozenset(i for i, t in added.items() if t.special)
+    self._special = special_ids(self)
 
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self.tk.encode(text, add_special_tokens=False).ids, np.int32)
@@ -241,6 +303,8 @@ def from_spec(spec: dict[str, Any], root: str = '') -> Tokenizer:
   Raises TokenizerError when the file is missing or differs from the one recorded.
   """
   kind = spec.get('kind', 'byte')
+  if kind == 'byte':
+    return ByteTokenizer(mask=bool(spec.get('mask', False)), sentinels=int(spec.get('sentinels', 0)))
   path = spec.get('spm_model') or spec.get('path') or ''
   if path and not os.path.isabs(path):
     path = os.path.join(root, path)

@@ -1,4 +1,4 @@
-"""Training batches: sources -> token streams -> rows (windows) -> tf.data batches.
+"""Training batches: sources -> token streams -> rows (windows, under an objective) -> tf.data batches.
 
 1. Sources (``DataConfig.sources``), each with a mixture weight (``'a.txt:0.7,b.jsonl.gz:0.3'``):
    * ``tokens:<dir>``: a corpus prepared once by ``python -m llm.data.prepare`` (local or
@@ -9,17 +9,22 @@
      (``llm.data.documents``: the same documents and split rule as a prepared corpus).
 2. A split of a source is a token stream: documents end to end, each ``[BOS] tokens [EOS]``,
    with a bit marking where each document starts (``llm.data.tokens``).
-3. Row r of a stream is the window of tokens [r*T, r*T + T + 1) (T = seq_len): ``inputs``
-   its first T tokens, ``targets`` its last T. ``segments`` numbers the documents inside the
-   row and ``positions`` restart at 0 for each (and at the row's start), so attention never
+3. Row r of a stream is a window of it, turned into fields by the objective
+   (``DataConfig.objective``, ``llm.data.objectives``). For next-token prediction it is the
+   window of tokens [r*T, r*T + T + 1) (T = seq_len): ``inputs`` its first T tokens,
+   ``targets`` its last T. ``segments`` numbers the documents inside the row and
+   ``positions`` restart at 0 for each (and at the row's start), so attention never
    crosses documents. The pair that would predict the first token of a document from the
    last token of the one before is padding (segment 0, ignored by the loss), as is the end
-   of the last, partial row. Any row is one contiguous read.
+   of the last, partial row. Masked-LM (BERT) rows are windows of T tokens; span-corruption
+   (T5) rows are windows of the raw length T5's formula gives for an encoder of T. Any row
+   is one contiguous read.
 4. Element i of the global stream is a pure function of (seed, i): the source is drawn by
    the mixture weights from a hash of (seed, i), the row is a seeded permutation of that
    source's rows for the epoch ``i // rows`` (a Feistel network, so no table of n entries
    is built). Resuming at step s starts at element ``s * global_batch`` with no skipping,
    and each process reads only its own rows of every global batch (``jax.process_index()``).
+   An objective's randomness (masks, spans) is keyed by (seed, i) too, so it resumes exactly.
 """
 
 from __future__ import annotations
@@ -33,16 +38,18 @@ import numpy as np
 from llm.data import tokens as T
 from llm.data.documents import (DataError, check_split, glob_files, read_documents, read_tfds, resolve,
                                 split_documents)
-from llm.tokenizer import Tokenizer, TokenizerError, make_tokenizer
+from llm.data.objectives import (END, OBJECTIVES, T5_SENTINELS, TRAIN, VALIDATION, NextToken, Objective, hash_key,
+                                 make_objective, sentinels_needed, splitmix)
+from llm.data.objectives import FIELDS, window_rows  # noqa: F401  (their home before llm.data.objectives)
+from llm.tokenizer import ByteTokenizer, Tokenizer, TokenizerError, make_tokenizer
 
-FIELDS = ('inputs', 'targets', 'positions', 'segments')
 PREFIXES = ('tfds:', 'tokens:')
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   sources: str  # 'src[:weight],...': a glob of .txt/.jsonl(.gz) files, tfds:<dir>, or tokens:<prepared dir>
-  seq_len: int = 256  # tokens per row
+  seq_len: int = 256  # tokens per row (span_corruption: the encoder's; the raw and decoder lengths follow, as in T5)
   tokenizer: str = 'byte'  # 'byte', 'sentencepiece' or 'hf'
   spm_model: str = ''  # path to a SentencePiece .model when tokenizer='sentencepiece'
   hf_tokenizer: str = ''  # tokenizer.json (or its directory) when tokenizer='hf'
@@ -53,6 +60,11 @@ class DataConfig:
   decode_errors: str = 'strict'  # 'strict' (fail on bad UTF-8) or 'replace' (U+FFFD)
   seed: int = 0  # shuffling and mixture sampling
   check_sources: bool = True  # tokens: sources: fail if a file they were prepared from has changed
+  objective: str = 'next_token'  # 'next_token' (causal LM), 'mlm' (BERT's masked LM) or 'span_corruption' (T5's)
+  mlm_rate: float = 0.15  # mlm: fraction of each row's tokens selected for prediction (BERT: 0.15)
+  whole_word: bool = False  # mlm: select whole words (byte tokenizer: whitespace-separated; WordPiece: no '##')
+  noise_density: float = 0.15  # span_corruption: fraction of raw tokens in noise spans (T5: 0.15)
+  mean_span: float = 3.0  # span_corruption: mean noise span length in tokens (T5: 3); seq_len is the encoder's
 
 
 def parse_sources(spec: str) -> list[tuple[str, float]]:
@@ -78,11 +90,16 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
 
 
 class Rows(Protocol):
-  """A table of training rows; ``rows(idx)`` gives FIELDS (and any others) as int32 [len(idx), seq_len]."""
+  """A table of training rows; ``rows(idx)`` gives the objective's fields as int32 [len(idx), width].
+
+  ``elements`` (int64, one per idx; default idx) and ``seed`` key any randomness of the
+  objective: ``Batches`` passes each row's global element index and data.seed, so a row's
+  corruption depends on its place in the stream, not on the batch that reads it.
+  """
 
   num_rows: int
 
-  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]: ...
+  def rows(self, idx: np.ndarray, elements: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]: ...
 
 
 @dataclasses.dataclass
@@ -95,42 +112,38 @@ class PackedRows:
   def num_rows(self) -> int:
     return len(self.arrays['inputs'])
 
-  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+  def rows(self, idx: np.ndarray, elements: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    del elements, seed  # packed examples are fixed
     return {k: v[idx] for k, v in self.arrays.items()}
 
 
 class TokenWindows:
-  """The rows of a token stream (``MemoryTokens`` or ``ShardedTokens``): windows of seq_len + 1."""
+  """The rows of a token stream (``MemoryTokens`` or ``ShardedTokens``) under an objective.
 
-  def __init__(self, stream, seq_len: int):
-    self.stream, self.seq_len = stream, seq_len
-    n = stream.num_tokens
-    self.num_rows = -(-(n - 1) // seq_len) if n > 1 else 0
+  Row r reads the stream's tokens [r*stride, r*stride + length), (length, stride) =
+  ``objective.window(seq_len)``: (seq_len + 1, seq_len) for next-token prediction. ``split``
+  (TRAIN or VALIDATION) salts the objective's randomness, so validation rows, keyed by row
+  index, never share a mask with training element of the same number.
+  """
 
-  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-    t, n = self.seq_len, self.stream.num_tokens
-    spans = [(int(r) * t, min(int(r) * t + t + 1, n)) for r in np.asarray(idx).reshape(-1)]
+  def __init__(self, stream, seq_len: int, objective: Objective | None = None, split: int = TRAIN):
+    self.stream, self.seq_len, self.split = stream, seq_len, split
+    self.objective = objective if objective is not None else NextToken()
+    self.length, self.stride = self.objective.window(seq_len)
+    n, overlap = stream.num_tokens, self.length - self.stride  # a row needs a token past the overlap
+    self.num_rows = -(-(n - overlap) // self.stride) if n > overlap else 0
+
+  def rows(self, idx: np.ndarray, elements: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    idx = np.asarray(idx, np.int64).reshape(-1)
+    n = self.stream.num_tokens
+    spans = [(int(r) * self.stride, min(int(r) * self.stride + self.length, n)) for r in idx]
     windows = self.stream.read(spans)
-    w = np.zeros((len(spans), t + 1), np.int32)
-    s = np.ones((len(spans), t + 1), bool)  # past the stream's end: starts, so no pair there counts
+    w = np.full((len(spans), self.length), END, np.int32)
+    s = np.ones((len(spans), self.length), bool)  # past the stream's end: starts, so no pair there counts
     for i, (tok, st) in enumerate(windows):
       w[i, :len(tok)], s[i, :len(st)] = tok, st
-    return window_rows(w, s)
-
-
-def window_rows(w: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
-  """FIELDS [R, T] of windows ``w`` int32 [R, T+1] whose document starts are ``s`` bool [R, T+1]."""
-  t = w.shape[1] - 1
-  valid = ~s[:, 1:]  # pair j predicts token j+1, which must not start a document
-  run = s[:, :t].copy()
-  run[:, 0] = True  # a row starts a run (a continued document's positions restart at 0)
-  col = np.broadcast_to(np.arange(t), run.shape)
-  positions = col - np.maximum.accumulate(np.where(run, col, 0), axis=1)
-  segments = np.cumsum(run, axis=1)
-  zero = np.int32(0)
-  return {'inputs': np.where(valid, w[:, :t], zero), 'targets': np.where(valid, w[:, 1:], zero),
-          'positions': np.where(valid, positions, 0).astype(np.int32),
-          'segments': np.where(valid, segments, 0).astype(np.int32)}
+    elements = idx if elements is None else np.asarray(elements, np.int64).reshape(-1)
+    return self.objective.rows(w, s, elements, seed, self.split)
 
 
 class ConcatRows:
@@ -141,13 +154,14 @@ class ConcatRows:
     self.offsets = np.cumsum([0] + [p.num_rows for p in self.parts])
     self.num_rows = int(self.offsets[-1])
 
-  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+  def rows(self, idx: np.ndarray, elements: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     idx = np.asarray(idx)
+    elements = idx if elements is None else np.asarray(elements)  # the index over all parts keys randomness
     part = np.searchsorted(self.offsets, idx, side='right') - 1
     out: dict[str, np.ndarray] = {}
     for p in np.unique(part):
       sel = np.nonzero(part == p)[0]
-      got = self.parts[p].rows(idx[sel] - self.offsets[p])
+      got = self.parts[p].rows(idx[sel] - self.offsets[p], elements[sel], seed)
       for k, v in got.items():
         out.setdefault(k, np.zeros((len(idx),) + v.shape[1:], v.dtype))[sel] = v
     return out
@@ -173,6 +187,7 @@ class Corpus:
   weights: list[float]
   val: Rows  # all sources' validation rows, one after the other
   names: list[str]
+  objective: Objective = dataclasses.field(default_factory=NextToken)  # what a row's fields are
 
   @property
   def num_train_rows(self) -> int:
@@ -203,53 +218,59 @@ def _text_streams(pattern: str, cfg: DataConfig, tok: Tokenizer, root: str) -> t
                for docs in (tr_docs, va_docs))
 
 
+def make_data_tokenizer(cfg: DataConfig) -> Tokenizer:
+  """The tokenizer ``cfg`` names. The byte tokenizer comes with the extra tokens the objective
+  needs: a mask token for 'mlm', T5's 100 sentinels for 'span_corruption' (more if a row of
+  data.seq_len can hold more noise spans)."""
+  if cfg.tokenizer == 'byte':
+    sentinels = 0
+    if cfg.objective == 'span_corruption':
+      sentinels = max(T5_SENTINELS, sentinels_needed(cfg.seq_len, cfg.noise_density, cfg.mean_span))
+    return ByteTokenizer(mask=cfg.objective == 'mlm', sentinels=sentinels)
+  return make_tokenizer(cfg.tokenizer, cfg.hf_tokenizer if cfg.tokenizer == 'hf' else cfg.spm_model)
+
+
+def _text_tokenizer(tok: Tokenizer) -> Tokenizer:
+  """The tokenizer a prepared corpus is checked against: the byte tokenizer's mask and
+  sentinels never occur in text, so a corpus prepared with the plain one serves them all."""
+  return ByteTokenizer() if isinstance(tok, ByteTokenizer) else tok
+
+
 def load_corpus(cfg: DataConfig, root: str = '.', tokenizer: Tokenizer | None = None) -> Corpus:
   """Open or read every source. Raises DataError on bad input.
 
   ``tokenizer`` replaces the one ``cfg`` names (a run initialised from a checkpoint or a
-  Hugging Face model uses the tokenizer that model was trained with).
+  Hugging Face model uses the tokenizer that model was trained with). Rows are made by
+  ``cfg.objective``; DataError if the tokenizer lacks the tokens it needs.
   """
+  if cfg.objective not in OBJECTIVES:
+    raise DataError(f"data.objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
   try:
-    tok = tokenizer or make_tokenizer(cfg.tokenizer, cfg.hf_tokenizer if cfg.tokenizer == 'hf' else cfg.spm_model)
+    tok = tokenizer or make_data_tokenizer(cfg)
   except TokenizerError as e:
     raise DataError(str(e)) from None
+  objective = make_objective(cfg.objective, tok, cfg)
   check_split(cfg)
   train, weights, vals, names = [], [], [], []
   for pattern, weight in parse_sources(cfg.sources):
     if pattern.startswith('tokens:'):
-      tr, va, _ = T.open_prepared(pattern[len('tokens:'):], tok, root, cfg.check_sources)
+      tr, va, _ = T.open_prepared(pattern[len('tokens:'):], _text_tokenizer(tok), root, cfg.check_sources)
     else:
       tr, va = _text_streams(pattern, cfg, tok, root)
-    rows = TokenWindows(tr, cfg.seq_len)
+    rows = TokenWindows(tr, cfg.seq_len, objective, TRAIN)
     if rows.num_rows == 0:
       raise DataError(f'data source {pattern!r} has no training text after the validation split')
     train.append(rows)
     weights.append(weight)
     names.append(pattern)
-    vals.append(TokenWindows(va, cfg.seq_len))
-  return Corpus(cfg, tok, train, weights, ConcatRows(vals), names)
+    vals.append(TokenWindows(va, cfg.seq_len, objective, VALIDATION))
+  return Corpus(cfg, tok, train, weights, ConcatRows(vals), names, objective)
 
 
 # ---------------------------------------------------------------------------- sampling
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-  """SplitMix64's finaliser: a bijective hash of uint64 values (wrapping arithmetic)."""
-  x = np.asarray(x, np.uint64)
-  with np.errstate(over='ignore'):
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  return x ^ (x >> np.uint64(31))
-
-
-def _key(*words) -> np.ndarray:
-  """A uint64 hash of a tuple of ints or int arrays (broadcast): the key of a permutation or draw."""
-  h = np.uint64(0x243F6A8885A308D3)
-  for w in words:
-    h = _mix(h ^ np.asarray(w).astype(np.uint64))
-  return h
+# The hashes (SplitMix64) live in llm.data.objectives, which keys its masks with them too.
+_mix, _key = splitmix, hash_key
 
 
 def permute(i: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
@@ -292,7 +313,7 @@ def sample(elements: np.ndarray, sizes: Sequence[int], weights: Sequence[float],
 
 
 class Batches:
-  """This process's share of global batch ``step``: ``batches(step) -> {field: int32 [local, seq_len]}``."""
+  """This process's share of global batch ``step``: ``batches(step) -> {field: int32 [local, width]}``."""
 
   def __init__(self, corpus: Corpus, global_batch: int, process_index: int = 0, process_count: int = 1):
     if global_batch % process_count:
@@ -304,11 +325,12 @@ class Batches:
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     elements = step * self.global_batch + self.first + np.arange(self.local)
-    source, row = sample(elements, self.sizes, self.corpus.weights, int(self.corpus.cfg.seed))
+    seed = int(self.corpus.cfg.seed)
+    source, row = sample(elements, self.sizes, self.corpus.weights, seed)
     out: dict[str, np.ndarray] = {}
     for s in np.unique(source):
       sel = np.nonzero(source == s)[0]
-      got = self.corpus.train[s].rows(row[sel])
+      got = self.corpus.train[s].rows(row[sel], elements[sel], seed)  # each row's masks keyed by its element
       for k, v in got.items():
         out.setdefault(k, np.zeros((self.local,) + v.shape[1:], v.dtype))[sel] = v
     return out
@@ -318,13 +340,14 @@ def train_dataset(corpus: Corpus, global_batch: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1):
   """tf.data.Dataset of this process's share of each global batch, from ``start_step`` on.
 
-  Yields dicts of int32 arrays [global_batch // process_count, seq_len]. The sequence
-  of batches depends only on (data.seed, global_batch, corpus), so a resumed run sees
-  exactly the batches an uninterrupted one would.
+  Yields dicts of int32 arrays [global_batch // process_count, width]: width is seq_len,
+  but span corruption's decoder fields (dec_*, targets) have T5's targets length. The
+  sequence of batches depends only on (data.seed, global_batch, corpus), so a resumed run
+  sees exactly the batches an uninterrupted one would.
   """
   import tensorflow as tf
   batches = Batches(corpus, global_batch, process_index, process_count)
-  probe = corpus.train[0].rows(np.zeros(1, np.int64))
+  probe = corpus.train[0].rows(np.zeros(1, np.int64))  # field names, dtypes and widths (which may differ)
   keys = sorted(probe)
   dtypes = [tf.as_dtype(probe[k].dtype) for k in keys]
 
@@ -366,7 +389,9 @@ def val_batches(corpus: Corpus, global_batch: int, num_batches: int,
                 process_index: int = 0, process_count: int = 1) -> list[dict[str, np.ndarray]]:
   """The first ``num_batches`` validation batches (all of them if num_batches <= 0), this process's rows.
 
-  Rows are always the same, so validation losses are comparable across evaluations.
+  Rows are always the same, so validation losses are comparable across evaluations; an
+  objective's masks are keyed by the row's index and a fixed seed (not data.seed), so they
+  are the same at every evaluation and in runs that differ only in data.seed.
   """
   n = corpus.val.num_rows
   total = n // global_batch
@@ -379,8 +404,8 @@ def val_batches(corpus: Corpus, global_batch: int, num_batches: int,
 
 
 def describe(corpus: Corpus) -> list[str]:
-  """One line per source: rows, weight, where the tokens come from (for the start-up log)."""
-  out = []
+  """The objective, then one line per source: rows, weight, where the tokens come from (for the start-up log)."""
+  out = [f'objective {corpus.objective.name}: {corpus.objective.describe(corpus.cfg.seq_len)}']
   for name, rows, w in zip(corpus.names, corpus.train, corpus.weights):
     where = 'prepared shards' if name.startswith('tokens:') else 'read in memory'
     out.append(f'{name}: {rows.num_rows:,} rows of {corpus.cfg.seq_len} (weight {w:g}, {where})')
