@@ -49,7 +49,8 @@ def run(cfg, workdir: str) -> dict:
   from llm.eval import evaluators, results
   from llm.eval.scorer import ModelLM
   from llm.tokenizer import prefix_token
-  from llm.run import ConfigError, data_config, init_distributed, init_source, model_config, optim_config
+  from llm.run import (ConfigError, check_objective, data_config, init_distributed, init_source, model_config,
+                       optim_config)
 
   init_distributed()  # multi-host: one process per host (llm/run.py says how to launch)
   os.makedirs(workdir, exist_ok=True)
@@ -80,6 +81,7 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Model, optimizer, shardings -----------------------------------------------------
   model_cfg = init.model_cfg if init else model_config(cfg, corpus.tokenizer.vocab_size, jax.default_backend())
+  check_objective(model_cfg, corpus.cfg.objective)  # next_token, mlm or span_corruption, as model.arch learns
   setup = trainer.setup_model(model_cfg, optim_config(cfg), mesh)
   train_step = trainer.make_train_step(setup, optim_config(cfg), cfg.seed)
   meta = {'model': checkpoint.model_meta(model_cfg), 'data_seed': cfg.data.seed, 'batch_size': tc.batch_size,
@@ -89,6 +91,9 @@ def run(cfg, workdir: str) -> dict:
   # Evaluators of config.evals that run every N steps (the evaluate loop runs them all).
   periodic = [(ev, every) for ev, every in evaluators.build_evaluators(
       cfg.evals, _split(cfg.eval.task_dirs), root=repo) if every > 0]
+  if periodic and model_cfg.arch != 'decoder':
+    raise ConfigError(f'config.evals scores decoders during pre-training; this model is an {model_cfg.arch} '
+                      f'(evaluate it with configs/fewshot.py after training)')
 
   # ----- Restore or initialise -----------------------------------------------------------
   state, start, how = loop.restore_or_init(ckpt, setup, seed=cfg.seed, params=init.params if init else None)
@@ -116,13 +121,17 @@ def run(cfg, workdir: str) -> dict:
   state, last, stopped = loop.train_loop(
       state, start, train_step, batches, setup, ckpt, meta,
       loop.LoopConfig(tc.steps, tc.log_every, tc.eval_every, tc.checkpoint_every,
-                      tc.batch_size * cfg.data.seq_len, cfg.data.seq_len),
+                      tc.batch_size * cfg.data.seq_len, cfg.data.seq_len,
+                      val[0]['targets'].shape[1] if 'dec_inputs' in val[0] else 0),
       workdir, writer, evaluate=lambda params, step: validation(params),
       periodic=run_evaluators if periodic else None)
   if stopped:
     return last
 
   # ----- Sample --------------------------------------------------------------------------
+  writer.flush()
+  if model_cfg.arch != 'decoder':  # an encoder fills masks and a T5 answers inputs: no free-running text
+    return last
   tok = corpus.tokenizer
   prompt = ([tok.bos_id] if tok.add_bos else []) + list(tok.encode(cfg.sample.prompt))
   prompt = prompt or [prefix_token(tok)]
@@ -170,7 +179,7 @@ def evaluate(cfg, workdir: str) -> list:
   from llm import checkpoint, sharding
   from llm.eval import evaluators, results
   from llm.eval.scorer import ModelLM
-  from llm.model import Transformer
+  from llm.models import build
   from llm.run import ConfigError, runtime_choices
 
   if not cfg.eval.ckpt:
@@ -196,7 +205,7 @@ def evaluate(cfg, workdir: str) -> list:
   if cfg.eval.tokenizer and not kind.lower().startswith(cfg.eval.tokenizer.lower()):
     raise ConfigError(f'eval.tokenizer={cfg.eval.tokenizer!r} but {cfg.eval.ckpt} was trained with {kind}; '
                       f'drop --config.eval.tokenizer or evaluate a checkpoint trained with it')
-  graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, jax.random.key(0))))[0]
+  graphdef = nnx.split(nnx.eval_shape(lambda: build(model_cfg, jax.random.key(0))))[0]
   print(f'evaluating {cfg.eval.ckpt} step {step} ({model_cfg.param_count() / 1e6:.2f}M parameters, {kind}) '
         f'on {jax.device_count()} {jax.default_backend()} device(s), mesh {dict(mesh.shape)}', flush=True)
 

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from llm.eval import decoding  # noqa: E402
-from llm.model import ModelConfig, SIZES, Transformer, config_for_size  # noqa: E402
+from llm.models import ModelConfig, SIZES, Transformer, config_for_size  # noqa: E402
 
 
 def cpu_model() -> str:

@@ -28,7 +28,7 @@ def measure(method: str, size: str, seq_len: int, batch: int, steps: int, rank: 
   import numpy as np
 
   from llm import lora, perf, sharding, trainer
-  from llm.model import config_for_size
+  from llm.models import config_for_size
   backend = jax.default_backend()
   cfg = config_for_size(size, 32000 if size not in ('tiny', 'smoke') else 259, max_seq_len=seq_len,
                         dtype='float32' if backend == 'cpu' else 'bfloat16',

@@ -49,7 +49,7 @@ from flax import nnx  # noqa: E402
 from llm import sharding  # noqa: E402
 from llm.perf import cpu_model  # noqa: E402
 from llm.eval.scorer import ModelLM, pack_width_floor  # noqa: E402
-from llm.model import Transformer, config_for_size  # noqa: E402
+from llm.models import Transformer, config_for_size  # noqa: E402
 from llm.tokenizer import ByteTokenizer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

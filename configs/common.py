@@ -67,13 +67,13 @@ def base_config() -> config_dict.ConfigDict:
   c.mesh.fsdp = 1  # parameter/optimizer-state sharding (ZeRO-3)
   c.mesh.tensor = 1  # tensor parallelism (heads, MLP width)
 
-  # The model: a size from llm.model.SIZES, then any ModelConfig field of llm.run.SIZE_FIELDS
+  # The model: a size from llm.models.SIZES, then any ModelConfig field of llm.run.SIZE_FIELDS
   # (family, d_model, n_layers, n_heads, n_kv_heads, d_head, d_ff, max_seq_len (default:
   # data.seq_len), norm, positions, mlp, use_bias, tie_embeddings, rope_theta) overrides
-  # the table when set; their meaning is documented on ModelConfig in llm/model.py.
+  # the table when set; their meaning is documented on ModelConfig in llm/models/config.py.
   from llm.run import SIZE_FIELDS, model_field_type
   c.model = config_dict.ConfigDict()
-  c.model.size = 'tiny'  # a key of llm.model.SIZES
+  c.model.size = 'tiny'  # a key of llm.models.SIZES
   for name in SIZE_FIELDS:
     c.model[name] = config_dict.placeholder(model_field_type(name))
   c.model.dropout = 0.0  # embeddings and residual branches
@@ -174,7 +174,9 @@ def finetune_config(init: str, task: str, metric: str, method: str, rank: int, s
 def finalize(c: config_dict.ConfigDict, args: config_dict.ConfigDict) -> config_dict.ConfigDict:
   """Apply the ``smoke`` argument: shrink model, data, batch and steps to seconds."""
   if args.get('smoke', False):
-    c.model.size = 'smoke'
+    from llm.models import SIZES
+    # The smoke size of the configured architecture: a tiny decoder, encoder or encoder-decoder.
+    c.model.size = {'bert': 'bert-smoke', 't5': 't5-smoke'}.get(SIZES[c.model.size].get('family'), 'smoke')
     for key in ('d_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff'):
       c.model[key] = None
     c.model.family = None

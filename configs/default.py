@@ -5,7 +5,7 @@
 Byte vocabulary, speeches (blank-line separated) packed into rows of 128 tokens with
 segment masking, 1000 steps of batch 16. On a 2-core CPU it takes about 4.5 minutes (267 s) and
 reaches a validation loss of 1.50 nats per byte. Arguments (after a colon):
-  size=<llm.model.SIZES key>   model size (default tiny); e.g. configs/default.py:size=124m
+  size=<llm.models.SIZES key>  model size (default tiny); e.g. configs/default.py:size=124m
   smoke=True                   shrink everything to seconds (tests)
 """
 

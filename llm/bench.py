@@ -2,9 +2,13 @@
 
   python -m llm.bench --size=124m --seq_len=1024 --batch=8            # CPU
   python -m llm.bench --size=1b --seq_len=2048 --batch=16             # one H100/H200
+  python -m llm.bench --arch=encoder --size=bert-large --seq_len=512 --batch=32
+  python -m llm.bench --arch=encoder_decoder --size=t5-base --seq_len=512 --dec_len=114 --batch=32
 
 Prints step time, tokens/s, model TFLOP/s per device and MFU (FLOPs counted as in
-llm/perf.py). Imports only jax, flax, optax and numpy: it runs on accelerator hosts
+llm/perf.py). The batch is what each architecture trains on: next-token rows (decoder),
+rows with 15% of positions scored as masked-LM targets (encoder), or inputs of seq_len
+and targets of dec_len (encoder-decoder; 114 is T5's target length for 512 inputs). Imports only jax, flax, optax and numpy: it runs on accelerator hosts
 that have no TensorFlow, CLU or ml_collections.
 """
 
@@ -18,12 +22,27 @@ import jax
 import numpy as np
 
 from llm import perf, sharding, trainer
-from llm.model import SIZES, config_for_size
+from llm.models import ARCH_OF_FAMILY, SIZES, config_for_size
+
+
+def synthetic_batch(arch: str, batch: int, seq_len: int, dec_len: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """Random token rows shaped as ``arch`` trains on (see the module docstring)."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(3, vocab, (batch, seq_len + 1), dtype=np.int32)
+  if arch == 'decoder':
+    return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
+  if arch == 'encoder':
+    return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
+            'loss_mask': (rng.random((batch, seq_len)) < 0.15).astype(np.int32)}
+  targets = rng.integers(3, vocab, (batch, dec_len), dtype=np.int32)
+  return {'inputs': tokens[:, :-1], 'dec_inputs': np.concatenate([np.zeros((batch, 1), np.int32), targets[:, :-1]], 1),
+          'targets': targets}
 
 
 def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: int = 2, vocab: int = 32000,
                   dtype: str = 'auto', attention: str = 'auto', remat: str = 'none', scan_layers: bool = True,
-                  mesh_shape: dict | None = None, accum_steps: int = 1) -> dict:
+                  mesh_shape: dict | None = None, accum_steps: int = 1, arch: str = 'decoder',
+                  dec_len: int = 0) -> dict:
   """Time ``steps`` train steps after ``warmup`` ones; returns the figures as a dict."""
   backend = jax.default_backend()
   dtype = dtype if dtype != 'auto' else ('float32' if backend == 'cpu' else 'bfloat16')
@@ -31,14 +50,16 @@ def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: 
   dense_grad = 'pretransposed' if backend == 'cpu' else 'xla'  # as model.dense_grad=auto does
   cfg = config_for_size(size, vocab, max_seq_len=seq_len, dtype=dtype, attention=attention, remat=remat,
                         scan_layers=scan_layers, dense_grad=dense_grad)
+  if cfg.arch != arch:
+    raise ValueError(f'--size={size} is an {cfg.arch} model (family {cfg.family}), not --arch={arch}; pick a size of '
+                     f'that architecture: {sorted(k for k, v in SIZES.items() if ARCH_OF_FAMILY[v["family"]] == arch)}')
+  dec_len = dec_len or max(1, seq_len // 4)
   mesh = sharding.make_mesh(mesh_shape or {'fsdp': -1})
   opt = trainer.OptimConfig(accum_steps=accum_steps, decay_steps=10_000)
   setup = trainer.setup_model(cfg, opt, mesh)
   state = trainer.init_state(setup, 0)
   step = trainer.make_train_step(setup, opt, seed=0)
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(3, vocab, (batch, seq_len + 1), dtype=np.int32)
-  data = trainer.shard_batch({'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}, mesh)
+  data = trainer.shard_batch(synthetic_batch(arch, batch, seq_len, dec_len, vocab), mesh)
   sync_each = backend == 'cpu'  # CPU collectives deadlock with several steps in flight
   t0 = time.perf_counter()
   for _ in range(warmup):
@@ -54,10 +75,12 @@ def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: 
   dt = (time.perf_counter() - t0) / steps
   tps = batch * seq_len / dt
   n_dev = jax.device_count()
-  flops_tok = perf.train_flops_per_token(cfg, seq_len)
-  m = perf.mfu(tps, cfg, seq_len, n_dev)
+  enc_dec = arch == 'encoder_decoder'
+  flops_tok = perf.train_flops_per_token(cfg, seq_len, dec_len if enc_dec else None)
+  m = perf.mfu(tps, cfg, seq_len, n_dev, dec_len=dec_len if enc_dec else None)
   return {
-      'size': size, 'params_M': round(cfg.param_count() / 1e6, 1), 'seq_len': seq_len, 'batch': batch,
+      'size': size, 'arch': arch, 'params_M': round(cfg.param_count() / 1e6, 1), 'seq_len': seq_len,
+      'dec_len': dec_len if enc_dec else None, 'batch': batch,
       'device': jax.devices()[0].device_kind, 'devices': n_dev, 'dtype': dtype, 'attention': attention,
       'remat': remat, 'scan_layers': scan_layers, 'mesh': dict(mesh.shape),
       'warmup_s': round(compile_s, 1), 'step_ms': round(dt * 1000, 2), 'tokens_per_sec': round(tps, 1),
@@ -68,7 +91,9 @@ def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: 
 
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--arch', default='decoder', choices=['decoder', 'encoder', 'encoder_decoder'])
   p.add_argument('--size', default='124m', choices=sorted(SIZES))
+  p.add_argument('--dec_len', type=int, default=0, help='encoder_decoder target length; 0 = seq_len // 4')
   p.add_argument('--seq_len', type=int, default=1024)
   p.add_argument('--batch', type=int, default=8, help='global batch (rows)')
   p.add_argument('--steps', type=int, default=10, help='timed steps')
@@ -83,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
   a = p.parse_args(argv)
   mesh = {k: int(v) for k, v in (kv.split('=') for kv in a.mesh.split(',') if kv)}
   r = run_benchmark(a.size, a.seq_len, a.batch, a.steps, a.warmup, a.vocab, a.dtype, a.attention, a.remat,
-                    not a.no_scan, mesh, a.accum_steps)
+                    not a.no_scan, mesh, a.accum_steps, a.arch, a.dec_len)
   mfu_s = 'n/a (no known peak for this device)' if r['mfu'] is None else f"{r['mfu']:.1%}"
   print(f"{r['size']} ({r['params_M']}M params) seq {r['seq_len']} batch {r['batch']} on {r['devices']}x "
         f"{r['device']}: step {r['step_ms']:.1f} ms, {r['tokens_per_sec']:,.0f} tokens/s, "

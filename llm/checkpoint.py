@@ -34,7 +34,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from llm import sharding
-from llm.model import ModelConfig, Transformer
+from llm.models import ModelConfig, build
 from llm.tokenizer import Tokenizer, TokenizerError, from_spec
 from llm.trainer import Params, TrainState
 
@@ -144,7 +144,7 @@ class Checkpointer:
       raise CheckpointMismatch(
           f'{self.directory} holds parameters only (step {step}, {meta.get("imported_from") or "no optimizer state"}), '
           f'which cannot be resumed; start a new --workdir with --config.init_from=<this workdir>')
-    saved = meta.get('model', {})
+    saved = completed_model_meta(meta.get('model', {}))
     diff = {k: (saved.get(k), v) for k, v in expected_model.items() if saved.get(k) != v}
     if diff:
       lines = ', '.join(f'{k}: checkpoint={a!r} config={b!r}' for k, (a, b) in sorted(diff.items()))
@@ -239,11 +239,25 @@ def model_meta(model_cfg) -> dict[str, Any]:
   return json.loads(json.dumps(dataclasses.asdict(model_cfg)))
 
 
+def completed_model_meta(saved: dict[str, Any]) -> dict[str, Any]:
+  """A checkpoint's model fields with the ones it predates filled as its config implies.
+
+  Checkpoints written before a field existed (``arch``, before encoders) lack it; the
+  config rebuilt from the saved fields fills it with the default those fields imply.
+  """
+  known = {f.name for f in dataclasses.fields(ModelConfig)}
+  try:
+    return {**model_meta(ModelConfig(**{k: v for k, v in saved.items() if k in known})), **saved}
+  except (TypeError, ValueError):
+    return saved
+
+
 def architecture_keys(meta: dict[str, Any]) -> dict[str, Any]:
   """Fields that change parameter shapes or meaning (compute dtype, remat etc. may change on resume)."""
   keep = ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
           'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'vocab_multiple', 'param_dtype',
-          'lora_rank', 'lora_alpha', 'lora_targets')
+          'lora_rank', 'lora_alpha', 'lora_targets', 'arch', 'norm_position', 'type_vocab_size',
+          'n_decoder_layers', 'rel_buckets', 'rel_max_distance', 'scale_attention', 'causal')
   return {k: meta[k] for k in keep if k in meta}
 
 
@@ -381,7 +395,7 @@ def save_params(workdir: str, cfg: ModelConfig, tokenizer_spec: dict[str, Any], 
 def abstract_params(cfg: ModelConfig, mesh=None) -> Params:
   """ShapeDtypeStructs of the model's parameters, sharded by their logical axes on ``mesh``."""
   import jax.sharding as jsh
-  var_state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, jax.random.key(0))))[1]
+  var_state = nnx.split(nnx.eval_shape(lambda: build(cfg, jax.random.key(0))))[1]
   shapes = nnx.to_pure_dict(var_state)
   if mesh is None:
     shardings = jax.tree.map(lambda _: jsh.SingleDeviceSharding(jax.devices()[0]), shapes)

@@ -124,7 +124,7 @@ def load_scorer(workdir: str, step: int | None = None, batch_rows: int = 16, max
   from llm import checkpoint, sharding
   from llm.eval.evaluators import make_generate_fn
   from llm.eval.scorer import ModelLM
-  from llm.model import Transformer
+  from llm.models import build
   axes = {'data': -1}
   for part in [p for p in mesh.split(',') if p.strip()]:
     key, _, value = part.partition('=')
@@ -133,7 +133,7 @@ def load_scorer(workdir: str, step: int | None = None, batch_rows: int = 16, max
   backend = jax.default_backend()
   overrides = dict(dtype='float32' if backend == 'cpu' else 'bfloat16', dense_grad='xla', remat='none', dropout=0.0)
   cfg, tok, params, _ = checkpoint.load_params(workdir, step, m, overrides=overrides)
-  graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, jax.random.key(0))))[0]
+  graphdef = nnx.split(nnx.eval_shape(lambda: build(cfg, jax.random.key(0))))[0]
   return ModelLM(graphdef, cfg, params, tok, m, batch_rows=batch_rows, max_length=max_length,
                  add_bos_token=add_bos_token, generate_fn=make_generate_fn(graphdef, cfg, params, tok, m))
 

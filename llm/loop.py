@@ -34,6 +34,7 @@ class LoopConfig:
   checkpoint_every: int
   tokens_per_step: int  # for tokens/s (rows x seq_len: padding included, as the peers count)
   seq_len: int  # for MFU
+  dec_len: int = 0  # for MFU: an encoder-decoder's target length
 
 
 def restore_or_init(ckpt: checkpoint.Checkpointer, setup: trainer.ModelSetup, *, seed: int,
@@ -110,7 +111,7 @@ def train_loop(state: trainer.TrainState, start: int, train_step: Callable, batc
       tps = cfg.tokens_per_step * (step - step_last) / max(now - t_last, 1e-9)
       row['tokens_per_sec'] = tps
       row['elapsed_sec'] = now - t_start  # of this process's loop (a resumed run starts again)
-      m = perf.mfu(tps, model_cfg, cfg.seq_len, jax.device_count())
+      m = perf.mfu(tps, model_cfg, cfg.seq_len, jax.device_count(), dec_len=cfg.dec_len or None)
       if m is not None:
         row['mfu'] = m
       if eval_now:

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
-from llm.model import LORA_TARGETS, ModelConfig, Transformer
+from llm import models
+from llm.models import LORA_TARGETS, ModelConfig
 
 Params = dict
 
@@ -45,7 +46,7 @@ def is_adapter(path: tuple[str, ...]) -> bool:
 
 def param_names(cfg: ModelConfig) -> list[str]:
   """'/'-joined names of the model's parameters (what freeze patterns match)."""
-  shapes = nnx.to_pure_dict(nnx.split(nnx.eval_shape(lambda: Transformer(cfg, jax.random.key(0))))[1])
+  shapes = nnx.to_pure_dict(nnx.split(nnx.eval_shape(lambda: models.build(cfg, jax.random.key(0))))[1])
   return ['/'.join(map(str, k)) for k in traverse_util.flatten_dict(shapes)]
 
 
@@ -89,7 +90,7 @@ def init_adapters(cfg: ModelConfig, seed: int, shardings: Params | None = None) 
   materialises the base weights it would otherwise initialise.
   """
   def build(key):
-    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.split(Transformer(cfg, key))[1]))
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.split(models.build(cfg, key))[1]))
     return traverse_util.unflatten_dict({k: v for k, v in flat.items() if is_adapter(k)})
   return jax.jit(build, out_shardings=shardings)(jax.random.key(seed))
 

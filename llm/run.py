@@ -11,7 +11,7 @@ import typing
 from typing import Any
 
 from llm.data import DataConfig
-from llm.model import ModelConfig, config_for_size
+from llm.models import ModelConfig, config_for_size
 
 
 def configure_cpu_devices(n: int) -> None:
@@ -47,8 +47,9 @@ def init_distributed() -> None:
 
 # ModelConfig fields a config may set. SIZE_FIELDS default to the size table (None in the
 # config); the others have a config default. configs/common.py builds config.model from these.
-SIZE_FIELDS = ('family', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
-               'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'rope_theta')
+SIZE_FIELDS = ('family', 'arch', 'd_model', 'n_layers', 'n_decoder_layers', 'n_heads', 'n_kv_heads', 'd_head',
+               'd_ff', 'max_seq_len', 'norm', 'norm_position', 'positions', 'mlp', 'use_bias', 'tie_embeddings',
+               'type_vocab_size', 'rope_theta')
 TUNABLE_FIELDS = ('dropout', 'vocab_multiple', 'remat', 'scan_layers')
 _MODEL_OVERRIDES = SIZE_FIELDS + TUNABLE_FIELDS
 
@@ -77,6 +78,20 @@ def model_config(cfg, vocab_size: int, backend: str) -> ModelConfig:
     raise ConfigError(f'model.max_seq_len={overrides["max_seq_len"]} is shorter than data.seq_len='
                       f'{cfg.data.seq_len}; raise it or shorten the rows')
   return config_for_size(m.size, vocab_size, **runtime_choices(cfg, backend), **overrides)
+
+
+# The training objective each architecture learns from (DataConfig.objective).
+OBJECTIVE_OF_ARCH = {'decoder': 'next_token', 'encoder': 'mlm', 'encoder_decoder': 'span_corruption'}
+
+
+def check_objective(model_cfg: ModelConfig, objective: str) -> None:
+  """Raise ConfigError when the data objective does not train this architecture."""
+  want = OBJECTIVE_OF_ARCH[model_cfg.arch]
+  if objective != want:
+    raise ConfigError(
+        f'data.objective={objective!r} does not train a model.arch={model_cfg.arch!r} model '
+        f'(family {model_cfg.family}): it learns from {want!r}. Set --config.data.objective={want}, or pick a '
+        f'model for {objective!r} (' + ', '.join(f'{o}: arch={a}' for a, o in OBJECTIVE_OF_ARCH.items()) + ')')
 
 
 def runtime_choices(cfg, backend: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ The mesh has three named axes:
   fsdp    data parallelism with parameters and optimizer state sharded (ZeRO-3)
   tensor  tensor (Megatron) parallelism: heads and MLP width split
 Batches are split over ('data', 'fsdp'). Parameters carry logical names in their
-``axes`` metadata (see llm/model.py); RULES below is the only place that decides how a
+``axes`` metadata (see llm/models/layers.py); RULES below is the only place that decides how a
 logical name is laid out, so changing a parallelism strategy is a one-line edit.
 """
 
@@ -36,6 +36,8 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     'layers': None,
     'norm': None,
     'lora': None,  # adapter rank: small, replicated
+    'embed_out': None,  # the output side of a square d x d matrix (BERT's MLM transform)
+    'rel_buckets': None,  # T5's relative-position buckets: a small table
     # activations
     'act_batch': BATCH,
     'act_length': None,

@@ -21,7 +21,8 @@ from flax import nnx, traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from llm import sharding
-from llm.model import ModelConfig, Transformer
+from llm import models
+from llm.models import ModelConfig
 
 Params = dict[str, Any]
 # 'inputs', 'targets' and optionally 'positions', 'segments', 'branches': int32 [b, t], and
@@ -80,7 +81,7 @@ def make_optimizer(cfg: OptimConfig, decay_mask: Params) -> optax.GradientTransf
 # this is what the rank rule did for them before. A name in neither table raises, so a
 # new parameter cannot silently get (or miss) weight decay.
 DECAY_BY_NAME: dict[str, bool] = {
-    'embed_vd': True, 'head_dv': True, 'pos_td': True,  # embeddings
+    'embed_vd': True, 'head_dv': True, 'pos_td': True, 'type_td': True,  # embeddings
     'scale': False, 'bias': False,  # norms
 }
 DECAY_BY_PREFIX: tuple[tuple[str, bool], ...] = (('w_', True), ('b_', False), ('lora_', True))  # lora_a_*/lora_b_*
@@ -144,7 +145,7 @@ class ModelSetup:
   optimizer: optax.GradientTransformation
   state_shardings: TrainState  # NamedSharding tree for the whole TrainState
   mesh: Mesh
-  build: ModelBuilder = Transformer  # how the model is constructed (init and abstract shapes)
+  build: ModelBuilder = models.build  # how the model is constructed (init and abstract shapes)
   trainable: Params | None = None  # bool per parameter; None = every parameter
 
   def split(self, params: Params) -> tuple[Params, Params]:
@@ -161,7 +162,7 @@ class ModelSetup:
 
 
 def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh,
-                build: ModelBuilder = Transformer,
+                build: ModelBuilder = models.build,
                 trainable: Callable[[tuple[str, ...]], bool] | None = None) -> ModelSetup:
   """Trace the model abstractly (nothing is allocated) and derive every sharding from it.
 
@@ -230,17 +231,17 @@ def cross_entropy(logits_btv: jax.Array, targets_bt: jax.Array, mask_bt: jax.Arr
 
 def token_logprobs(graphdef: nnx.GraphDef, params: Params, batch: Batch, dropout_key: jax.Array | None = None,
                    with_greedy: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """log p(targets[b, t] | inputs[b, :t+1]) per token, float32 [b, t].
+  """log p(targets[b, t] | the model's view of the batch) per token, float32 [b, t].
 
-  The one scoring primitive: the training and validation losses and every evaluation
+  A decoder predicts targets[t] from inputs[:t+1]; an encoder (masked LM) from all of
+  inputs; an encoder-decoder from all of 'inputs' and dec_inputs[:t+1] (each model's
+  ``hidden`` reads its own fields). The one scoring primitive: the training and validation losses and every evaluation
   scorer are sums of it over different masks. Honours 'positions', 'segments' and
   'branches' in the batch. With ``with_greedy`` also returns bool [b, t]: whether the
   target is the model's argmax (the harness's ``is_greedy``).
   """
   model = nnx.merge(graphdef, params)
-  out = model.trunk(batch['inputs'], batch.get('positions'), batch.get('segments'),
-                    branches_bt=batch.get('branches'), dropout_key=dropout_key)
-  logits_btv = model.head(out.hidden_btd)
+  logits_btv = model.head(model.hidden(batch, dropout_key))
   logprobs_bt = target_logprobs(logits_btv, batch['targets'])
   if not with_greedy:
     return logprobs_bt
@@ -249,12 +250,16 @@ def token_logprobs(graphdef: nnx.GraphDef, params: Params, batch: Batch, dropout
 
 
 def loss_mask(batch: Batch) -> jax.Array:
-  """Which targets count toward the loss: 'loss_mask' if given, else every non-padding token."""
+  """Which targets count toward the loss: 'loss_mask' if given, else every non-padding token.
+
+  Padding is segment 0 of the targets' side: 'dec_segments' for an encoder-decoder.
+  """
+  segments = batch.get('dec_segments', batch.get('segments'))
   if 'loss_mask' in batch:
     mask = batch['loss_mask'].astype(bool)
-    return mask & (batch['segments'] > 0) if 'segments' in batch else mask
-  if 'segments' in batch:
-    return batch['segments'] > 0
+    return mask & (segments > 0) if segments is not None else mask
+  if segments is not None:
+    return segments > 0
   return jnp.ones(batch['targets'].shape, bool)  # unpacked rows, one document each, no padding
 
 

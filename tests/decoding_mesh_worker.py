@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from llm import sharding, trainer  # noqa: E402
 from llm.eval import decoding  # noqa: E402
-from llm.model import config_for_size  # noqa: E402
+from llm.models import config_for_size  # noqa: E402
 
 MESH = {'data': 2, 'fsdp': 2, 'tensor': 2}
 

@@ -19,7 +19,7 @@ def main():
   from flax import nnx, traverse_util
 
   from llm import lora, sharding, trainer
-  from llm.model import Transformer, config_for_size
+  from llm.models import Transformer, config_for_size
   cfg = lora.with_adapters(config_for_size('smoke', 259), 4, 16.0, 0.0, 'q,k,v,o,gate,up,down')
   opt = trainer.OptimConfig(lr=1e-2, warmup_steps=1, decay_steps=10)
   params = nnx.to_pure_dict(nnx.split(Transformer(cfg, jax.random.key(0)))[1])

@@ -4,7 +4,7 @@ import pytest
 
 from configs import default
 from llm import perf, run
-from llm.model import config_for_size
+from llm.models import config_for_size
 
 
 def test_flops_per_token_counts_each_matmul():
@@ -37,7 +37,7 @@ def random_model(cfg, seed=0):
   import jax
   import numpy as np
   from flax import nnx
-  from llm.model import Transformer
+  from llm.models import Transformer
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, jax.random.key(0))))
   rng = np.random.default_rng(seed)
 

@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 from ml_collections import config_dict, config_flags
 
-from llm import model, run
+from llm import models as model, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'configs')
@@ -19,6 +19,8 @@ ARGS = {
     'shakespeare_char.py': ['', 'smoke=True'],
     'fewshot.py': ['', 'smoke=True', 'ckpt=runs/default', 'ckpt=runs/default,step=500,limit=10,fewshot=2',
                    'bias=False'],
+    'bert.py': ['', 'smoke=True', 'size=bert-base', 'whole_word=True'],
+    't5.py': ['', 'smoke=True', 'size=t5-small'],
 }
 CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
 # Configs of the corpus pipeline (llm/data/clean), not of train.py.
@@ -99,13 +101,25 @@ def test_config_loads_and_builds_model_config(name, arg):
   assert dcfg.seq_len == cfg.data.seq_len
   ocfg = run.optim_config(cfg)
   assert ocfg.decay_steps == (cfg.train.decay_steps or cfg.train.steps)
+  arch = {'bert.py': 'encoder', 't5.py': 'encoder_decoder'}.get(name, 'decoder')
+  assert mcfg.arch == arch
+  run.check_objective(mcfg, dcfg.objective)  # each config trains its model with the objective it learns from
   if 'smoke=True' in arg:
-    assert cfg.model.size == 'smoke' and cfg.data.seq_len == 32 and cfg.train.steps == 6
-    assert (mcfg.d_model, mcfg.n_layers) == (64, 2)
+    assert cfg.model.size == {'bert.py': 'bert-smoke', 't5.py': 't5-smoke'}.get(name, 'smoke')
+    assert cfg.data.seq_len == 32 and cfg.train.steps == 6
+    assert mcfg.d_model == 64 and mcfg.arch == arch
   if 'size=' in arg:
     size = arg.split('=')[1]
     assert cfg.model.size == size
     assert (mcfg.d_model, mcfg.n_layers) == (model.SIZES[size]['d_model'], model.SIZES[size]['n_layers'])
+
+
+def test_objective_must_fit_the_architecture():
+  mcfg = run.model_config(load('bert.py'), 260, 'cpu')
+  with pytest.raises(run.ConfigError, match="data.objective='span_corruption' does not train a model.arch='encoder'"):
+    run.check_objective(mcfg, 'span_corruption')
+  with pytest.raises(run.ConfigError, match="learns from 'next_token'"):
+    run.check_objective(run.model_config(load('default.py'), 259, 'cpu'), 'mlm')
 
 
 def test_default_sizes():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llm import model
+from llm import models as model
 from llm.eval import decoding
 
 HERE = os.path.dirname(os.path.abspath(__file__))

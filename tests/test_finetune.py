@@ -21,7 +21,7 @@ from flax import nnx, traverse_util
 
 from llm import checkpoint, lora, sft, sharding, trainer
 from llm.data import DataError
-from llm.model import Transformer, config_for_size
+from llm.models import Transformer, config_for_size
 from llm.tokenizer import ByteTokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

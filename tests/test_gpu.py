@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llm import model, sharding, trainer
+from llm import models as model, sharding, trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -20,7 +20,7 @@ from llm import checkpoint, hf
 from llm.eval import tasks as our_tasks
 from llm.lm_eval_adapter import LlmLM, harness_tasks, load_scorer, per_doc_loglikelihoods
 from llm.lm_eval_adapter import main as adapter_main
-from llm.model import ModelConfig
+from llm.models import ModelConfig
 from llm.tokenizer import ByteTokenizer
 
 from random_models import random_params

@@ -1,4 +1,4 @@
-"""Tests of llm/model.py: shapes, causality, packed documents, vocab padding, GQA, scan, sizes."""
+"""Tests of llm/models (the decoder): shapes, causality, packed documents, vocab padding, GQA, scan, sizes."""
 
 import functools
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llm import data, model, trainer
+from llm import data, models as model, trainer
 
 VOCAB = 259  # byte tokenizer
 T = 32  # sequence length used by every forward pass (one compile per model)
@@ -233,7 +233,11 @@ def test_model_config_errors():
   with pytest.raises(ValueError, match="unknown model size 'huge'"):
     model.config_for_size('huge', VOCAB)
   with pytest.raises(ValueError, match='family'):
-    model.ModelConfig(vocab_size=VOCAB, family='bert')
+    model.ModelConfig(vocab_size=VOCAB, family='bart')
+  with pytest.raises(ValueError, match='bidirectional model is an encoder'):
+    model.ModelConfig(vocab_size=VOCAB, causal=False)
+  with pytest.raises(ValueError, match='relative position biases'):
+    model.ModelConfig(vocab_size=VOCAB, family='bert', positions='relative')
   with pytest.raises(ValueError, match='even head width'):
     model.ModelConfig(vocab_size=VOCAB, d_model=12, n_heads=4)  # d_head 3 with rope
   model.ModelConfig(vocab_size=VOCAB, d_model=12, n_heads=4, family='gpt2')  # learned positions: fine
@@ -247,7 +251,7 @@ def test_pretransposed_dense_grad_matches_xla(family):
   from flax import nnx
   from llm import trainer
   from llm.data import pack
-  from llm.model import Transformer, config_for_size
+  from llm.models import Transformer, config_for_size
   cx = config_for_size('smoke', vocab_size=259, family=family, max_seq_len=32, dense_grad='xla')
   cp = config_for_size('smoke', vocab_size=259, family=family, max_seq_len=32, dense_grad='pretransposed')
   gx, params = nnx.split(Transformer(cx, jax.random.key(0)))

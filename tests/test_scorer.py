@@ -31,7 +31,7 @@ from flax import nnx  # noqa: E402
 
 from llm import sharding  # noqa: E402
 from llm.eval import scorer  # noqa: E402
-from llm.model import ModelConfig, Transformer  # noqa: E402
+from llm.models import ModelConfig, Transformer  # noqa: E402
 from llm.tokenizer import ByteTokenizer  # noqa: E402
 
 try:  # lm-evaluation-harness: the reference for tokenisation, windows and stop strings
@@ -251,7 +251,7 @@ def test_pack_rows_fits_and_fills():
 
 
 def test_pack_width_floor():
-  from llm.model import config_for_size
+  from llm.models import config_for_size
   assert scorer.pack_width_floor(config_for_size('tiny', 259), 512) == 128
   assert scorer.pack_width_floor(config_for_size('tiny', 259), 64) == 64
   assert scorer.pack_width_floor(config_for_size('124m', 32000), 1024) == 1024

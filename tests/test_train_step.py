@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llm import model, sharding, trainer
+from llm import models as model, sharding, trainer
 
 VOCAB = 259  # byte tokenizer; padded to 384 embedding rows
 T = 16  # tokens per row

@@ -65,7 +65,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from llm import sharding
-from llm.model import KVCache, ModelConfig
+from llm.models import KVCache, ModelConfig
 
 Params = dict[str, Any]
 

@@ -46,7 +46,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from llm import sharding, trainer
-from llm.model import ModelConfig
+from llm.models import ModelConfig
 from llm.tokenizer import Tokenizer, prefix_token
 
 # (prompt token lists, normalised gen_kwargs) -> generated texts, one per prompt. gen_kwargs

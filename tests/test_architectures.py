@@ -1,0 +1,194 @@
+"""The encoder (BERT) and encoder-decoder (T5) beside the decoder: attention direction, padding,
+packing, the builder, parameter counts and FLOPs, and the losses the trainer takes from each."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from llm import perf, trainer
+from llm.models import ARCHITECTURES, SIZES, build, config_for_size
+from llm.models.config import ModelConfig
+
+V = 300
+
+
+def make(size: str, **kw):
+  cfg = config_for_size(size, V, **kw)
+  return cfg, build(cfg, jax.random.key(0))
+
+
+def rows(b: int, t: int, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).integers(3, V, (b, t)).astype(np.int32)
+
+
+def test_builder_picks_the_architecture_of_the_family():
+  for size, arch in (('tiny', 'decoder'), ('bert-tiny', 'encoder'), ('t5-tiny', 'encoder_decoder')):
+    cfg, model = make(size)
+    assert cfg.arch == arch and isinstance(model, ARCHITECTURES[arch])
+  assert not config_for_size('bert-tiny', V).causal and config_for_size('tiny', V).causal
+
+
+@pytest.mark.parametrize('size', sorted(SIZES))
+def test_param_count_is_the_models(size):
+  """param_count (used for MFU and reports) equals the built model's, for every size and the switches."""
+  for extra in ({}, {'tie_embeddings': True, 'use_bias': True}, {'lora_rank': 2, 'lora_targets': ('q', 'up')}):
+    cfg = config_for_size(size, V, **extra)
+    if cfg.d_model > 1024:
+      continue  # the same formula; spare the abstract trace of the 7b
+    shapes = nnx.state(nnx.eval_shape(lambda: build(cfg, jax.random.key(0))), nnx.Param)
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == cfg.param_count(), (size, extra)
+
+
+def test_encoder_sees_the_future_and_the_decoder_does_not():
+  x = rows(1, 12)
+  y = x.copy()
+  y[0, -1] = (y[0, -1] + 1 - 3) % (V - 3) + 3  # change only the last token
+  for size, sees in (('bert-smoke', True), ('smoke', False)):
+    _, model = make(size)
+    a, b = model(jnp.asarray(x)), model(jnp.asarray(y))
+    changed = float(jnp.max(jnp.abs(a[0, 0] - b[0, 0])))
+    assert (changed > 1e-4) == sees, (size, changed)
+  _, t5 = make('t5-smoke')
+  dec = jnp.asarray(rows(1, 6, 1))
+  enc_changed = t5(jnp.asarray(x), dec) - t5(jnp.asarray(y), dec)
+  assert float(jnp.max(jnp.abs(enc_changed[0, 0]))) > 1e-4  # every decoder position sees the whole input
+  dec2 = dec.at[0, -1].set(7)
+  dec_changed = t5(jnp.asarray(x), dec) - t5(jnp.asarray(x), dec2)
+  assert float(jnp.max(jnp.abs(dec_changed[0, :-1]))) == 0.0  # but its own future stays hidden
+
+
+def test_padding_never_leaks_and_packed_rows_equal_documents_alone():
+  """Tokens of segment 0 change nothing real; two documents packed in one row score as alone."""
+  _, model = make('bert-smoke')
+  a, b = rows(1, 5, 1), rows(1, 4, 2)
+  packed = np.concatenate([a, b, rows(1, 3, 3)], 1)  # 3 tokens of padding
+  segments = np.array([[1] * 5 + [2] * 4 + [0] * 3], np.int32)
+  positions = np.array([list(range(5)) + list(range(4)) + [0] * 3], np.int32)
+  h = model.trunk(jnp.asarray(packed), jnp.asarray(positions), jnp.asarray(segments)).hidden_btd
+  alone_a = model.trunk(jnp.asarray(a)).hidden_btd
+  alone_b = model.trunk(jnp.asarray(b)).hidden_btd
+  np.testing.assert_allclose(h[0, :5], alone_a[0], atol=1e-5)
+  np.testing.assert_allclose(h[0, 5:9], alone_b[0], atol=1e-5)
+  other = packed.copy()
+  other[0, 9:] = rows(1, 3, 9)
+  h2 = model.trunk(jnp.asarray(other), jnp.asarray(positions), jnp.asarray(segments)).hidden_btd
+  np.testing.assert_array_equal(np.asarray(h[0, :9]), np.asarray(h2[0, :9]))
+
+  _, t5 = make('t5-smoke')
+  enc = np.concatenate([a, rows(1, 3, 4)], 1)
+  seg = np.array([[1] * 5 + [0] * 3], np.int32)
+  dec = rows(1, 4, 5)
+  def logits(enc_tokens):
+    return t5.head(t5.hidden({'inputs': jnp.asarray(enc_tokens), 'segments': jnp.asarray(seg),
+                              'dec_inputs': jnp.asarray(dec)}))
+  padded = logits(enc)
+  enc2 = enc.copy()
+  enc2[0, 5:] = rows(1, 3, 6)
+  np.testing.assert_array_equal(np.asarray(padded), np.asarray(logits(enc2)))
+  np.testing.assert_allclose(padded, t5(jnp.asarray(a), jnp.asarray(dec)), atol=1e-5)
+
+
+def test_losses_read_each_architectures_fields():
+  """token_logprobs is the one scoring primitive: the masked-LM and span-corruption batches train
+  through the same trainer step, and padding of the decoder side is left out of the loss."""
+  opt = trainer.OptimConfig(lr=1e-2, warmup_steps=1, decay_steps=10)
+  from llm import sharding
+  mesh = sharding.make_mesh({'data': 1}, jax.devices()[:1])
+  enc_batch = {'inputs': rows(2, 8), 'targets': rows(2, 8, 1), 'loss_mask': np.eye(2, 8, dtype=np.int32),
+               'segments': np.ones((2, 8), np.int32)}
+  dec_segments = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.int32)
+  t5_batch = {'inputs': rows(2, 8), 'segments': np.ones((2, 8), np.int32), 'dec_inputs': rows(2, 4, 2),
+              'targets': rows(2, 4, 3), 'dec_segments': dec_segments}
+  for size, batch, count in (('bert-smoke', enc_batch, 2), ('t5-smoke', t5_batch, 5)):
+    cfg = config_for_size(size, V)
+    setup = trainer.setup_model(cfg, opt, mesh)
+    state = trainer.init_state(setup, 0)
+    step = trainer.make_train_step(setup, opt, seed=0, donate=False)
+    losses = []
+    for _ in range(3):
+      state, metrics = step(state, trainer.shard_batch(batch, mesh))
+      losses.append(float(metrics['train_loss']))
+      assert float(metrics['tokens']) == count
+    assert losses[-1] < losses[0], (size, losses)
+
+
+def test_flops_count_attention_by_direction_and_both_sides():
+  dec, enc = config_for_size('tiny', V), config_for_size('bert-tiny', V)
+  t5 = config_for_size('t5-tiny', V)
+  # Bidirectional attention costs twice the causal half per layer: the difference grows with length.
+  grow_enc = perf.train_flops_per_token(enc, 512) - perf.train_flops_per_token(enc, 256)
+  grow_dec = perf.train_flops_per_token(dec, 512) - perf.train_flops_per_token(dec, 256)
+  h = dec.n_heads * dec.d_head
+  assert grow_dec == pytest.approx(3 * dec.n_layers * 2 * 2 * 256 * h * 0.5)
+  assert grow_enc == pytest.approx(3 * enc.n_layers * 2 * 2 * 256 * h)
+  # T5-base at 512 inputs and 114 targets: 6 x (weights each token passes through) per row, with
+  # the encoder's weights at 512 tokens and the decoder's and the output layer's at 114, plus attention.
+  t5 = config_for_size('t5-base', 32128)
+  d, nh, f, L = t5.d_model, t5.n_heads * t5.d_head, t5.d_ff, t5.n_layers
+  enc_w, dec_w = L * (4 * d * nh + 3 * d * f), L * (8 * d * nh + 3 * d * f)
+  matmuls = 6 * (enc_w * 512 + (dec_w + d * t5.padded_vocab) * 114) / 512
+  flops = perf.train_flops_per_token(t5, 512, 114)
+  assert matmuls < flops < 1.3 * matmuls  # attention adds a little at this length
+  assert perf.train_flops_per_token(t5, 512, 228) > flops
+
+
+def test_config_errors_name_the_fix():
+  with pytest.raises(ValueError, match='bidirectional model is an encoder'):
+    ModelConfig(vocab_size=V, family='llama', causal=False)
+  with pytest.raises(ValueError, match='relative position biases'):
+    ModelConfig(vocab_size=V, family='t5', positions='rope')
+  with pytest.raises(ValueError, match="one of \\['llama', 'gpt2', 'bert', 't5'\\]"):
+    ModelConfig(vocab_size=V, family='roberta')
+
+
+@pytest.mark.parametrize('config', ['bert', 't5'])
+def test_train_py_resumes_bert_and_t5_exactly(tmp_path, config, capsys):
+  """train.py on configs/bert.py and configs/t5.py (smoke): the masked-LM / span-corruption rows
+  and the weights after a run stopped at step 4 and resumed from its step-3 checkpoint equal an
+  uninterrupted run's, metric for metric, as the decoder's do (tests/test_train.py)."""
+  import importlib
+  import json
+  import os
+
+  import orbax.checkpoint as ocp
+
+  import train
+  module = importlib.import_module(f'configs.{config}')
+
+  def cfg(steps):
+    c = module.get_config('smoke=True')
+    c.train.decay_steps, c.train.steps, c.train.checkpoint_every = 6, steps, 3
+    return c
+
+  full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+  train.run(cfg(6), full)
+  train.run(cfg(4), part)
+  os.rename(os.path.join(part, 'checkpoints', '4'), str(tmp_path / 'discarded'))
+  train.run(cfg(6), part)
+  assert 'sample after' not in capsys.readouterr().out  # no free-running sample from these models
+
+  def metrics(wd):
+    with open(os.path.join(wd, 'metrics.jsonl')) as f:
+      return [json.loads(line) for line in f]
+  a, b = metrics(full), metrics(part)
+  assert [r['step'] for r in b] == [1, 2, 3, 4, 5, 6]
+  for ra, rb in zip(a, b):
+    for k in ('train_loss', 'val_loss', 'grad_norm', 'param_norm'):
+      if k in ra:
+        assert rb[k] == pytest.approx(ra[k], rel=1e-6, abs=1e-7), (ra['step'], k)
+  pa, pb = (ocp.PyTreeCheckpointer().restore(os.path.join(wd, 'checkpoints', '6', 'state'))['params']
+            for wd in (full, part))
+  assert max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), pa, pb))) < 1e-6
+  assert a[-1]['train_loss'] < a[0]['train_loss']
+
+
+def test_train_py_refuses_an_objective_the_model_does_not_learn(tmp_path):
+  import train
+  from configs import bert
+  from llm.run import ConfigError
+  c = bert.get_config('smoke=True')
+  c.data.objective = 'next_token'
+  with pytest.raises(ConfigError, match="data.objective='next_token' does not train a model.arch='encoder'"):
+    train.run(c, str(tmp_path / 'x'))
