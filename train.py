@@ -47,7 +47,7 @@ def run(cfg, workdir: str) -> dict:
 
   from llm import checkpoint, data, loop, sharding, trainer
   from llm.eval import evaluators, results
-  from llm.eval.scorer import ModelLM
+  from llm.eval.lms import make_lm
   from llm.tokenizer import prefix_token
   from llm.run import (ConfigError, check_objective, data_config, init_distributed, init_source, model_config,
                        optim_config)
@@ -91,9 +91,6 @@ def run(cfg, workdir: str) -> dict:
   # Evaluators of config.evals that run every N steps (the evaluate loop runs them all).
   periodic = [(ev, every) for ev, every in evaluators.build_evaluators(
       cfg.evals, _split(cfg.eval.task_dirs), root=repo) if every > 0]
-  if periodic and model_cfg.arch != 'decoder':
-    raise ConfigError(f'config.evals scores decoders during pre-training; this model is an {model_cfg.arch} '
-                      f'(evaluate it with configs/fewshot.py after training)')
 
   # ----- Restore or initialise -----------------------------------------------------------
   state, start, how = loop.restore_or_init(ckpt, setup, seed=cfg.seed, params=init.params if init else None)
@@ -111,9 +108,8 @@ def run(cfg, workdir: str) -> dict:
     due = [ev for ev, every in periodic if loop.is_due(step, every) or step == tc.steps]
     if not due:
       return {}
-    lm = ModelLM(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
-                 max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token,
-                 generate_fn=evaluators.make_generate_fn(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh))
+    lm = make_lm(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
+                 max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token)
     return results.flat_metrics([ev.run(lm) for ev in due])
 
   # ----- Loop ----------------------------------------------------------------------------
@@ -178,7 +174,7 @@ def evaluate(cfg, workdir: str) -> list:
 
   from llm import checkpoint, sharding
   from llm.eval import evaluators, results
-  from llm.eval.scorer import ModelLM
+  from llm.eval.lms import make_lm
   from llm.models import build
   from llm.run import ConfigError, runtime_choices
 
@@ -210,9 +206,8 @@ def evaluate(cfg, workdir: str) -> list:
         f'on {jax.device_count()} {jax.default_backend()} device(s), mesh {dict(mesh.shape)}', flush=True)
 
   # ----- Scorer: the harness's LM interface over our model -------------------------------
-  lm = ModelLM(graphdef, model_cfg, params, tok, mesh, batch_rows=cfg.eval.batch_rows,
-               max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token,
-               generate_fn=evaluators.make_generate_fn(graphdef, model_cfg, params, tok, mesh))
+  lm = make_lm(graphdef, model_cfg, params, tok, mesh, batch_rows=cfg.eval.batch_rows,
+               max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token)
 
   # ----- Run and write ---------------------------------------------------------------------
   stale = results.clear_previous(workdir)  # a reused workdir: never mix two runs' files

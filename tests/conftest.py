@@ -29,7 +29,7 @@ if ROOT not in sys.path:
 # Test files whose checks run in a worker subprocess that needs nothing from the tests (it
 # simulates several CPU devices, which must be set before JAX starts): tests/<worker>.py.
 EARLY_WORKERS = {'test_sharding.py': 'sharding_worker.py', 'test_finetune.py': 'lora_mesh_worker.py',
-                 'test_multihost.py': 'multihost_worker.py'}
+                 'test_multihost.py': 'multihost_worker.py', 'test_eval_encoders.py': 'test_eval_encoders.py'}
 
 # train.py runs that compile what the compile_cache modules' runs compile: the smoke config with
 # the schedule of tests/test_train.py's smoke(), as most of its runs, the SIGTERM test's process

@@ -7,6 +7,9 @@ Three probes, each a task under ``tasks/`` whose ``utils.py`` calls the function
   stereotyping one (``sent_more``) gets the higher log-likelihood (50% = no preference)
   and ``likelihood_diff`` the mean absolute log-likelihood gap. Exactly as
   lm-evaluation-harness's ``crows_pairs_english`` (a tie counts as not stereotyped).
+  A masked LM scores each sentence as Nangia et al.'s own metric does: the
+  pseudo-log-likelihood of the tokens the two sentences share, each masked alone
+  (``lm_for_task`` routes the task's requests to ``MaskedLM.score_sentence_pairs``).
 * WinoBias (Zhao et al., 2018): which of two occupations a gendered pronoun refers to,
   on pro-stereotyped sentences (the pronoun's gender matches the occupation's stereotype)
   and anti-stereotyped ones (it does not). ``pro_anti_gap`` = accuracy on pro minus
@@ -49,6 +52,37 @@ def crows_pairs_item(ll_more: float, ll_less: float) -> dict[str, float]:
   more likely (a tie counts as 0), ``likelihood_diff`` the absolute difference in nats.
   """
   return {'likelihood_diff': abs(ll_more - ll_less), 'pct_stereotype': 1.0 if ll_more > ll_less else 0.0}
+
+
+class SharedTokenPairs:
+  """CrowS-Pairs's loglikelihood requests answered pair by pair, for an LM that scores sentence pairs.
+
+  The task's requests are ('', sent_more), ('', sent_less) per document, consecutive in
+  the order ``llm.eval.tasks.evaluate_task`` passes them; each pair goes to
+  ``lm.score_sentence_pairs`` (the shared tokens' pseudo-log-likelihoods, Nangia et al.,
+  2020). Other calls go to ``lm`` itself.
+  """
+
+  def __init__(self, lm: Any):
+    self.lm = lm
+
+  def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+    if len(requests) % 2 or any(context for context, _ in requests):
+      raise ValueError('the CrowS-Pairs metric of a masked LM needs the task\'s requests as (\'\', sentence) '
+                       f'pairs, two per document; got {len(requests)} requests with '
+                       f'{sum(bool(c) for c, _ in requests)} non-empty contexts (is the task file changed?)')
+    pairs = [(requests[i][1], requests[i + 1][1]) for i in range(0, len(requests), 2)]
+    return [answer for both in self.lm.score_sentence_pairs(pairs) for answer in both]
+
+  def __getattr__(self, name: str) -> Any:  # loglikelihood_rolling, generate_until, stats ...
+    return getattr(self.lm, name)
+
+
+def lm_for_task(task_name: str, lm: Any) -> Any:
+  """The LM a bias task is run with: CrowS-Pairs's pairs go to ``score_sentence_pairs`` when ``lm`` has it."""
+  if task_name.startswith('crows_pairs') and hasattr(lm, 'score_sentence_pairs'):
+    return SharedTokenPairs(lm)
+  return lm
 
 
 # ============================================================================ WinoBias

@@ -70,12 +70,24 @@ class FewShotEvaluator:
     del out_dir
     t0 = time.perf_counter()
     before = dict(lm.stats)
-    results = [tasks_lib.evaluate_task(task, lm, limit=self.limit) for task in self.tasks]
+    results = [tasks_lib.evaluate_task(task, self.lm_for(task, lm), limit=self.limit) for task in self.tasks]
     return EvalOutput(self.name, results, time.perf_counter() - t0, _stats_delta(before, lm.stats))
+
+  def lm_for(self, task: tasks_lib.Task, lm):
+    """The LM that answers ``task``'s requests (subclasses may route a task elsewhere)."""
+    del task
+    return lm
 
 
 class BiasEvaluator(FewShotEvaluator):
-  """Bias probes (CrowS-Pairs, WinoBias, BBQ): task metrics plus a Markdown report with plots."""
+  """Bias probes (CrowS-Pairs, WinoBias, BBQ): task metrics plus a Markdown report with plots.
+
+  A masked LM answers CrowS-Pairs with Nangia et al.'s metric (``bias.lm_for_task``).
+  """
+
+  def lm_for(self, task: tasks_lib.Task, lm):
+    from llm.eval import bias
+    return bias.lm_for_task(task.name, lm)
 
   def run(self, lm, out_dir: str | None = None) -> EvalOutput:
     out = super().run(lm)
