@@ -3,10 +3,14 @@
   python finetune.py --config=configs/finetune_sst2.py:init=runs/default --workdir=runs/sst2_lora
   python finetune.py --config=configs/finetune_sst2.py:init=runs/default,method=full --workdir=runs/sst2_full
   python finetune.py --config=configs/finetune_qa.py:init=runs/default --workdir=runs/qa
+  python finetune.py --config=configs/finetune_sst2.py:arch=bert,init=runs/bert --workdir=runs/sst2_bert
+  python finetune.py --config=configs/finetune_sst2.py:arch=t5,init=runs/t5 --workdir=runs/sst2_t5
 
 The recipe: the base model (``init``: a training or import workdir, or hf:<dir>), the
 supervised data (``config.sft``, llm/sft.py), adapters or a trainable subset
-(``config.finetune``, ``config.lora``; llm/lora.py), then the loop train.py runs
+(``config.finetune``, ``config.lora``; llm/lora.py) and the head (``finetune.head``: 'lm'
+trains decoders and encoder-decoders text to text; 'classifier' puts a classifier on an
+encoder's first token), then the loop train.py runs
 (llm/loop.py): resume after interruption, metrics.jsonl/TensorBoard, checkpoints, SIGTERM.
 Before training the base model is scored zero-shot and few-shot on ``finetune.baseline_tasks``
 (baseline.json, kept across resumes); during training config.evals run on their schedules
@@ -18,6 +22,8 @@ finetune_results.json.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -52,7 +58,8 @@ def run(cfg, workdir: str) -> dict:
 
   from llm import checkpoint, data, lora, loop, sharding, sft, trainer
   from llm.eval import evaluators, results
-  from llm.eval.scorer import ModelLM
+  from llm.eval.encoder_scoring import ClassifierLM
+  from llm.eval.lms import make_lm
   from llm.run import ConfigError, init_distributed, init_source, optim_config, to_dataclass
 
   init_distributed()  # multi-host: one process per host (llm/run.py says how to launch)
@@ -83,6 +90,7 @@ def run(cfg, workdir: str) -> dict:
     cfg.data.seq_len = sft_cfg.seq_len  # init_source checks the rows fit the model
   init = init_source(cfg, ckpt, mesh, jax.default_backend())
   model_cfg, resuming = init.model_cfg, init.resuming
+  classifier = check_head(ft.head, model_cfg, cfg.init_from)
   if not resuming and ft.method == 'lora':
     model_cfg = lora.with_adapters(model_cfg, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
   if resuming and (ft.method == 'lora') != bool(model_cfg.lora_rank):
@@ -91,7 +99,12 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Data ----------------------------------------------------------------------------
   tokenizer = init.tokenizer
-  ds = sft.load_sft(sft_cfg, tokenizer, root=repo, task_dirs=task_dirs)
+  ds = sft.load_sft(sft_cfg, tokenizer, root=repo, task_dirs=task_dirs, arch=model_cfg.arch, head=ft.head)
+  if classifier and not resuming:  # a new head of one output per class
+    if model_cfg.num_labels not in (0, len(ds.labels)):
+      raise ConfigError(f'{cfg.init_from} already has a classifier of {model_cfg.num_labels} classes, but '
+                        f'{sft_cfg.source} has {len(ds.labels)} ({ds.labels}); fine-tune its masked-LM base instead')
+    model_cfg = dataclasses.replace(model_cfg, num_labels=len(ds.labels))
   print(f'fine-tuning data {sft_cfg.source}: ' + '; '.join(
       f'{split} ' + ', '.join(f'{k} {v:.3f}' if isinstance(v, float) else f'{k} {v}' for k, v in r.items())
       for split, r in ds.report.items()), flush=True)
@@ -99,8 +112,12 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Model, trainable parameters, optimizer ------------------------------------------
   opt_cfg = optim_config(cfg)
-  setup = trainer.setup_model(model_cfg, opt_cfg, mesh, trainable=lora.trainable_fn(model_cfg, ft.method, ft.freeze))
-  train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed)
+  trainable = lora.trainable_fn(model_cfg, ft.method, ft.freeze)
+  if classifier:  # the new head always trains, beside the adapters or the unfrozen weights
+    trainable = functools.partial(_or_head, trainable)
+  setup = trainer.setup_model(model_cfg, opt_cfg, mesh, trainable=trainable)
+  loss_fn = trainer.classification_loss if classifier else trainer.next_token_loss
+  train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed, loss_fn=loss_fn)
   abstract = setup.abstract_state()
   n_trainable = sum(x.size for x in jax.tree.leaves(setup.split(abstract.params)[0]))
   opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract.opt_state))
@@ -110,6 +127,7 @@ def run(cfg, workdir: str) -> dict:
     if ft.method == 'lora':
       specs = trainer.split_params(setup.state_shardings.params, setup.trainable)[0]
       params = trainer.join_params(params, lora.init_adapters(model_cfg, cfg.seed, specs))
+    params = trainer.fill_missing_params(setup, params, cfg.seed)  # the classifier's head, if any
   state, start, how = loop.restore_or_init(ckpt, setup, seed=cfg.seed, params=params)
   logging.info(how)
   finetuned_from = {'init': cfg.init_from, 'init_step': init.step, 'method': ft.method,
@@ -124,11 +142,15 @@ def run(cfg, workdir: str) -> dict:
         f'(its step {finetuned_from.get("init_step")}); optimizer state {opt_bytes / 2**20:.2f} MiB', flush=True)
 
   # ----- Evaluation: the base model's baseline, periodic evaluators, the best checkpoint ----
-  def scorer(params):
-    return ModelLM(setup.graphdef, model_cfg, params, tokenizer, mesh,
-                   batch_rows=cfg.eval.batch_rows, max_length=cfg.eval.max_length or None,
-                   add_bos_token=cfg.eval.add_bos_token,
-                   generate_fn=evaluators.make_generate_fn(setup.graphdef, model_cfg, params, tokenizer, mesh))
+  def base_scorer(params):  # the model as pre-trained: a masked LM scores by pseudo-log-likelihood
+    return make_lm(setup.graphdef, model_cfg, params, tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
+                   max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token)
+
+  def scorer(params):  # the model being fine-tuned: a classifier answers through its classes
+    if classifier:
+      return ClassifierLM(setup.graphdef, model_cfg, params, tokenizer, mesh, ds.labels,
+                          max_length=sft_cfg.seq_len, batch_rows=cfg.eval.batch_rows)
+    return base_scorer(params)
 
   baseline_path = os.path.join(workdir, 'baseline.json')
   if os.path.exists(baseline_path):
@@ -143,7 +165,7 @@ def run(cfg, workdir: str) -> dict:
       evs = evaluators.build_evaluators({f'base_{shots}shot': dict(type='fewshot', tasks=ft.baseline_tasks,
                                                                    num_fewshot=shots, limit=ft.baseline_limit,
                                                                    every=0)}, task_dirs, root=repo)
-      baseline[f'{shots}-shot'] = results.flat_metrics([ev.run(scorer(base_params)) for ev, _ in evs])
+      baseline[f'{shots}-shot'] = results.flat_metrics([ev.run(base_scorer(base_params)) for ev, _ in evs])
     if lead:
       with open(baseline_path, 'w') as f:
         json.dump(baseline, f, indent=2)
@@ -166,11 +188,12 @@ def run(cfg, workdir: str) -> dict:
   batches = data.train_batches(ds.corpus, tc.batch_size, start, jax.process_index(), jax.process_count())
   writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
   loop.log_start(setup, start, tc.steps, ds.corpus.num_train_rows, trainable=n_trainable)
-  validation = loop.validation_loss_fn(setup, val)
+  validation = loop.validation_loss_fn(setup, val, loss_fn)
   state, last, stopped = loop.train_loop(
       state, start, train_step, batches, setup, ckpt, meta,
       loop.LoopConfig(tc.steps, tc.log_every, tc.eval_every, tc.checkpoint_every,
-                      tc.batch_size * sft_cfg.seq_len, sft_cfg.seq_len),
+                      tc.batch_size * sft_cfg.seq_len, sft_cfg.seq_len,
+                      val[0]['targets'].shape[1] if 'dec_inputs' in val[0] else 0),
       workdir, writer, evaluate=lambda params, step: validation(params),
       periodic=run_evaluators if periodic else None, on_eval=on_eval)
   writer.flush()
@@ -179,7 +202,8 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Results -------------------------------------------------------------------------
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB -> MiB (Linux)
-  out = {'init': cfg.init_from, 'method': ft.method, 'metric': ft.best_metric, 'baseline': baseline,
+  out = {'init': cfg.init_from, 'arch': model_cfg.arch, 'head': ft.head, 'method': ft.method,
+         'metric': ft.best_metric, 'baseline': baseline,
          'best': best.read(), 'last': last, 'trainable_params': int(n_trainable),
          'total_params': int(sum(x.size for x in jax.tree.leaves(state.params))),
          'optimizer_state_mib': opt_bytes / 2**20, 'peak_host_rss_mib': peak_rss, 'data': ds.report,
@@ -192,6 +216,28 @@ def run(cfg, workdir: str) -> dict:
     with open(os.path.join(workdir, 'finetune_results.json'), 'w') as f:
       json.dump(out, f, indent=2, default=float)
   return out
+
+
+CLASSIFIER_PARAMS = ('w_cls_dc', 'b_cls_c')  # llm/models/encoder.py's first-token classifier
+
+
+def _or_head(trainable, path: tuple[str, ...]) -> bool:
+  return path[-1] in CLASSIFIER_PARAMS or trainable(path)
+
+
+def check_head(head: str, model_cfg, init: str) -> bool:
+  """Whether fine-tuning puts a classifier on the model; raises ConfigError when the head does not fit it."""
+  from llm.run import ConfigError
+  if head not in ('lm', 'classifier'):
+    raise ConfigError(f"finetune.head must be 'lm' or 'classifier', got {head!r}")
+  if head == 'classifier' and model_cfg.arch != 'encoder':
+    raise ConfigError(f'finetune.head=classifier puts a classifier on an encoder\'s first token, but {init} is a '
+                      f'{model_cfg.arch} ({model_cfg.family}); fine-tune it text to text with head=lm '
+                      f'(configs/finetune_sst2.py:arch={"t5" if model_cfg.arch == "encoder_decoder" else "decoder"})')
+  if head == 'lm' and model_cfg.arch == 'encoder':
+    raise ConfigError(f'{init} is an encoder (masked LM), which fine-tunes with a classifier on its first token: '
+                      f'set finetune.head=classifier (configs/finetune_sst2.py:arch=bert)')
+  return head == 'classifier'
 
 
 def _metric(row: dict, key: str) -> str:

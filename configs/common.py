@@ -127,7 +127,8 @@ def base_config() -> config_dict.ConfigDict:
 
 
 def finetune_config(init: str, task: str, metric: str, method: str, rank: int, steps: int, every: int,
-                    fewshot: int, lr_full: float, lr_lora: float, smoke: bool) -> config_dict.ConfigDict:
+                    fewshot: int, lr_full: float, lr_lora: float, smoke: bool, head: str = 'lm'
+                    ) -> config_dict.ConfigDict:
   """A finetune.py config (loop='finetune') that trains on ``task``'s training split and
   keeps the best checkpoint by ``eval/<task>/<metric>`` on its validation split."""
   from llm.sft import SFTConfig
@@ -138,6 +139,7 @@ def finetune_config(init: str, task: str, metric: str, method: str, rank: int, s
   c.sft = from_dataclass(SFTConfig(source=f'task:{task}', seq_len=128))
   c.finetune = dict(
       method=method,  # lora | full
+      head=head,  # lm (text to text: decoders, encoder-decoders) | classifier (an encoder's first token)
       freeze='',  # full: comma-separated fnmatch patterns of parameters kept fixed, e.g. 'embed_vd,blocks/attn/*'
       best_metric=f'eval/{task}/{metric}',  # a metrics.jsonl key (an evaluator's metric, or val_loss)
       best_mode='max',  # max | min

@@ -257,7 +257,7 @@ def architecture_keys(meta: dict[str, Any]) -> dict[str, Any]:
   keep = ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'd_head', 'd_ff', 'max_seq_len',
           'norm', 'positions', 'mlp', 'use_bias', 'tie_embeddings', 'vocab_multiple', 'param_dtype',
           'lora_rank', 'lora_alpha', 'lora_targets', 'arch', 'norm_position', 'type_vocab_size',
-          'n_decoder_layers', 'rel_buckets', 'rel_max_distance', 'scale_attention', 'causal')
+          'n_decoder_layers', 'rel_buckets', 'rel_max_distance', 'scale_attention', 'causal', 'num_labels')
   return {k: meta[k] for k in keep if k in meta}
 
 

@@ -145,10 +145,11 @@ def train_loop(state: trainer.TrainState, start: int, train_step: Callable, batc
   return state, last, False
 
 
-def validation_loss_fn(setup: trainer.ModelSetup, val: list[dict]) -> Callable[[trainer.Params], dict[str, float]]:
+def validation_loss_fn(setup: trainer.ModelSetup, val: list[dict], loss_fn: trainer.LossFn = trainer.next_token_loss
+                       ) -> Callable[[trainer.Params], dict[str, float]]:
   """params -> {'val_loss', 'val_perplexity'} over the fixed validation batches ``val``."""
   import numpy as np
-  eval_step = trainer.make_eval_step(setup)
+  eval_step = trainer.make_eval_step(setup, loss_fn)
 
   def validation(params) -> dict[str, float]:
     tot, n = 0.0, 0.0

@@ -161,12 +161,12 @@ def init_source(cfg, ckpt, mesh, backend: str) -> InitSource:
   else:
     model_cfg, tokenizer, params, step = checkpoint.load_params(cfg.init_from, None, mesh, overrides=runtime)
   if model_cfg.max_seq_len < cfg.data.seq_len:
-    if model_cfg.positions != 'rope':
+    if model_cfg.positions not in ('rope', 'relative'):
       raise ConfigError(f'data.seq_len={cfg.data.seq_len} is longer than the {model_cfg.max_seq_len} learned positions '
                         f'of init_from={cfg.init_from!r}; use --config.data.seq_len={model_cfg.max_seq_len} or less')
-    # Rotary positions have no table: the context extends to the rows (and is recorded).
+    # Rotary and relative positions have no table: the context extends to the rows (and is recorded).
     print(f'extending the context of {cfg.init_from} from {model_cfg.max_seq_len} to {cfg.data.seq_len} positions '
-          f'(rotary positions)', flush=True)
+          f'({model_cfg.positions} positions)', flush=True)
     model_cfg = dataclasses.replace(model_cfg, max_seq_len=cfg.data.seq_len)
   return InitSource(model_cfg, tokenizer, params, step, resuming=newest is not None)
 

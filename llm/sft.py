@@ -28,6 +28,16 @@ error naming the count and the first such example), ``drop``, or ``truncate_prom
 (cut the prompt from the left, as the evaluation cuts contexts; a completion that alone
 is too long is cut from the right). Every outcome is counted in ``SFTData.report``.
 
+The other architectures take the same examples in their own shape (``load_sft``'s
+``arch`` and ``head``):
+
+* encoder-decoder (T5, text to text): one example a row, the prompt (with EOS, as T5 ends
+  its inputs) as the encoder's input of ``seq_len`` tokens, cut from the left when longer;
+  the completion as the decoder's targets, after the decoder start token;
+* encoder with a classifier (BERT): the prompt (BOS/[CLS] first, EOS/[SEP] last) as one
+  row, cut from the right when longer, and the completion's index among ``labels`` (the
+  task's choices) as 'labels' [n, 1].
+
 Batches come from ``llm.data.train_dataset``: element i of the stream is a pure function
 of (seed, i), so a resumed fine-tuning run sees exactly the batches of an uninterrupted one.
 """
@@ -86,6 +96,7 @@ class SFTData:
 
   corpus: Corpus
   report: dict[str, Any]
+  labels: list[str] = dataclasses.field(default_factory=list)  # head='classifier': class names by index
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,23 +358,132 @@ def _tokenize_all(examples: list[tuple[list[Chunk], str]], tokenizer: Tokenizer,
   return out
 
 
-def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: Sequence[str] = ('tasks',)
-             ) -> SFTData:
-  """Read, tokenise, fit and pack ``cfg.source``. Raises DataError on bad input."""
+def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: Sequence[str] = ('tasks',),
+             arch: str = 'decoder', head: str = 'lm') -> SFTData:
+  """Read, tokenise, fit and lay out ``cfg.source`` for ``arch`` (and ``head``: 'lm' or
+  'classifier'). Raises DataError on bad input."""
   if cfg.truncation not in TRUNCATION:
     raise DataError(f'sft.truncation={cfg.truncation!r} is unknown; use one of {list(TRUNCATION)}')
   train_ex, val_ex = read_examples(cfg, root, task_dirs)
   report: dict[str, Any] = {'train': {}, 'validation': {}}
-  train_tok = _tokenize_all(train_ex, tokenizer, cfg, report['train'])
-  val_tok = _tokenize_all(val_ex, tokenizer, cfg, report['validation'])
-  if not train_tok:
+  labels: list[str] = []
+  if head == 'classifier':
+    labels = class_names(cfg, train_ex, root, task_dirs)
+    train = classification_rows(train_ex, tokenizer, cfg, labels, report['train'])
+    val = classification_rows(val_ex, tokenizer, cfg, labels, report['validation'])
+    examples = {'train': len(train['inputs']), 'validation': len(val['inputs'])}
+  else:
+    train_tok = _tokenize_all(train_ex, tokenizer, cfg, report['train'])
+    val_tok = _tokenize_all(val_ex, tokenizer, cfg, report['validation'])
+    examples = {'train': len(train_tok), 'validation': len(val_tok)}
+    if not train_tok:
+      raise DataError(f'no training example of {cfg.source!r} survives sft.truncation={cfg.truncation!r}')
+    if arch == 'encoder_decoder':
+      dec_len = _round_up(max(int(t.sum()) for _, t in train_tok + val_tok), 8)
+      train = seq2seq_rows(train_tok, tokenizer, cfg.seq_len, dec_len)
+      val = seq2seq_rows(val_tok, tokenizer, cfg.seq_len, dec_len)
+    else:
+      train = examples_to_rows(train_tok, cfg.seq_len, cfg.pack)
+      val = examples_to_rows(val_tok, cfg.seq_len, cfg.pack)
+  if examples['train'] == 0:
     raise DataError(f'no training example of {cfg.source!r} survives sft.truncation={cfg.truncation!r}')
-  train = examples_to_rows(train_tok, cfg.seq_len, cfg.pack)
-  val = examples_to_rows(val_tok, cfg.seq_len, cfg.pack)
-  for split, rows, toks in (('train', train, train_tok), ('validation', val, val_tok)):
-    report[split].update(examples=len(toks), rows=int(len(rows['inputs'])),
-                         target_tokens=int(rows['loss_mask'].sum()),
-                         tokens=int((rows['segments'] > 0).sum()),
+  for split, rows in (('train', train), ('validation', val)):
+    # Targets: the trained tokens (decoder), the decoder's tokens (encoder-decoder), none (classifier: a label a row).
+    scored = rows['loss_mask'] if 'loss_mask' in rows else rows.get('dec_segments', np.zeros(0))
+    report[split].update(examples=examples[split], rows=int(len(rows['inputs'])),
+                         target_tokens=int((scored > 0).sum()), tokens=int((rows['segments'] > 0).sum()),
                          fill=float((rows['segments'] > 0).mean()) if len(rows['inputs']) else 0.0)
   data_cfg = DataConfig(sources=cfg.source, seq_len=cfg.seq_len, seed=cfg.seed)
-  return SFTData(Corpus(data_cfg, tokenizer, [PackedRows(train)], [1.0], PackedRows(val), [cfg.source]), report)
+  return SFTData(Corpus(data_cfg, tokenizer, [PackedRows(train)], [1.0], PackedRows(val), [cfg.source]), report,
+                 labels)
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-max(n, 1) // multiple) * multiple
+
+
+def seq2seq_input(prompt: Sequence[int], tokenizer: Tokenizer, seq_len: int) -> list[int]:
+  """An encoder-decoder's input: the prompt's tokens then EOS (as T5 ends its inputs), the
+  last ``seq_len`` of them (the start is cut, as the evaluation cuts long contexts)."""
+  toks = [int(t) for t in prompt] + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+  return toks[-seq_len:]
+
+
+def seq2seq_rows(token_examples: list[tuple[np.ndarray, np.ndarray]], tokenizer: Tokenizer, seq_len: int,
+                 dec_len: int) -> dict[str, np.ndarray]:
+  """One example a row for an encoder-decoder: 'inputs'/'positions'/'segments' [n, seq_len]
+  from the untrained prompt tokens, 'dec_inputs'/'targets'/'dec_positions'/'dec_segments'
+  [n, dec_len] from the trained ones (the completion and its EOS), the decoder input being
+  the start token (the tokenizer's pad id, as T5's) then the targets shifted right."""
+  n = len(token_examples)
+  rows = {k: np.zeros((n, seq_len), np.int32) for k in ('inputs', 'positions', 'segments')}
+  rows.update({k: np.zeros((n, dec_len), np.int32) for k in ('dec_inputs', 'targets', 'dec_positions',
+                                                             'dec_segments')})
+  for r, (toks, trained) in enumerate(token_examples):
+    enc = seq2seq_input(toks[~trained], tokenizer, seq_len)
+    target = [int(t) for t in toks[trained]][:dec_len]
+    rows['inputs'][r, :len(enc)] = enc
+    rows['positions'][r, :len(enc)] = np.arange(len(enc))
+    rows['segments'][r, :len(enc)] = 1
+    k = len(target)
+    rows['targets'][r, :k] = target
+    rows['dec_inputs'][r, :k] = [tokenizer.pad_id] + target[:-1]
+    rows['dec_positions'][r, :k] = np.arange(k)
+    rows['dec_segments'][r, :k] = 1
+  return rows
+
+
+def class_names(cfg: SFTConfig, examples: list[tuple[list[Chunk], str]], root: str,
+                task_dirs: Sequence[str]) -> list[str]:
+  """The classifier's classes by index: a task source's choices, else ``label_names``' names."""
+  specs = [s.strip() for s in cfg.source.split(',') if s.strip()]
+  if len(specs) == 1 and specs[0].startswith('task:'):
+    from llm.eval import tasks as tasks_lib
+    dirs = [d if os.path.isabs(d) else os.path.join(root, d) for d in task_dirs]
+    try:
+      return tasks_lib.load_task(tasks_lib.discover(dirs)[specs[0][len('task:'):]]).class_names()
+    except tasks_lib.TaskError as e:
+      raise DataError(str(e)) from None
+  names = _label_map(cfg.label_names)
+  if names is None:
+    raise DataError('a classifier needs its classes: fine-tune on one task:<name> with fixed choices, or set '
+                    "sft.label_names='column=name0,name1,...' for files")
+  return [n.strip() for n in names[1]]
+
+
+def classification_rows(examples: list[tuple[list[Chunk], str]], tokenizer: Tokenizer, cfg: SFTConfig,
+                        labels: list[str], counts: dict[str, int]) -> dict[str, np.ndarray]:
+  """One example a row for an encoder's classifier: [BOS] prompt [EOS] in 'inputs'/'positions'/
+  'segments' [n, seq_len] (longer ones handled by sft.truncation, cut from the right), and
+  the completion's class index in 'labels' [n, 1]."""
+  rows: dict[str, list] = {k: [] for k in ('inputs', 'positions', 'segments', 'labels')}
+  too_long = []
+  head = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+  tail = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+  for chunks, where in examples:
+    prompt = ''.join(t for t, trained in chunks if not trained)
+    answer = ''.join(t for t, trained in chunks if trained).strip()
+    if answer not in labels:
+      raise DataError(f'{where}: the answer {answer!r} is not one of the classes {labels}')
+    body = [int(t) for t in tokenizer.encode(prompt)]
+    toks = head + body + tail
+    if len(toks) > cfg.seq_len:
+      too_long.append(where)
+      if cfg.truncation != 'truncate_prompt':
+        counts['dropped'] = counts.get('dropped', 0) + 1
+        continue
+      toks = head + body[:cfg.seq_len - len(head) - len(tail)] + tail
+      counts['prompt_truncated'] = counts.get('prompt_truncated', 0) + 1
+    else:
+      counts['kept'] = counts.get('kept', 0) + 1
+    pad = cfg.seq_len - len(toks)
+    rows['inputs'].append(toks + [tokenizer.pad_id] * pad)
+    rows['positions'].append(list(range(len(toks))) + [0] * pad)
+    rows['segments'].append([1] * len(toks) + [0] * pad)
+    rows['labels'].append([labels.index(answer)])
+  if too_long and cfg.truncation == 'fail':
+    raise DataError(f'{len(too_long)} of {len(examples)} examples are longer than seq_len={cfg.seq_len} tokens '
+                    f'(the first: {too_long[0]}); raise sft.seq_len, or set sft.truncation to '
+                    f"'truncate_prompt' or 'drop'")
+  width = {'labels': 1}
+  return {k: np.asarray(v, np.int32).reshape(-1, width.get(k, cfg.seq_len)) for k, v in rows.items()}

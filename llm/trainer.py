@@ -216,6 +216,25 @@ def state_from_params(setup: ModelSetup, params: Params) -> TrainState:
     return jax.jit(build, out_shardings=setup.state_shardings)(params)
 
 
+def fill_missing_params(setup: ModelSetup, params: Params, seed: int) -> Params:
+  """``params`` plus fresh values of the parameters the model has and ``params`` lacks (a new
+  classifier head on a pre-trained encoder), initialised as the model does, each in its sharding."""
+  have = set(traverse_util.flatten_dict(params))
+  specs = traverse_util.flatten_dict(setup.state_shardings.params)
+  missing = [k for k in specs if k not in have]
+  if not missing:
+    return params
+
+  def build(key):
+    flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.split(setup.build(setup.cfg, key))[1]))
+    return traverse_util.unflatten_dict({k: flat[k] for k in missing})
+
+  with sharding.activate(setup.mesh):
+    fresh = jax.jit(build, out_shardings=traverse_util.unflatten_dict({k: specs[k] for k in missing}))(
+        jax.random.key(seed))
+  return join_params(params, fresh)
+
+
 def target_logprobs(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
   """log p(target) per token [b, t] in float32, from logits [b, t, v]."""
   logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
@@ -268,6 +287,18 @@ def next_token_loss(graphdef: nnx.GraphDef, params: Params, batch: Batch,
   """(summed next-token cross-entropy, token count) over ``loss_mask(batch)``."""
   mask = loss_mask(batch).astype(jnp.float32)
   return -jnp.sum(token_logprobs(graphdef, params, batch, dropout_key) * mask), jnp.sum(mask)
+
+
+def classification_loss(graphdef: nnx.GraphDef, params: Params, batch: Batch,
+                        dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """(summed cross-entropy of the first-token classifier, number of rows): an encoder fine-tuned
+  on 'labels' int32 [b, 1]; rows whose first token is padding (segment 0) do not count."""
+  model = nnx.merge(graphdef, params)
+  logits_bc = model.classify(model.hidden(batch, dropout_key))
+  labels_b = batch['labels'][:, 0]
+  real_b = (batch['segments'][:, 0] > 0).astype(jnp.float32) if 'segments' in batch else jnp.ones(labels_b.shape)
+  logp_b = jnp.take_along_axis(jax.nn.log_softmax(logits_bc), labels_b[:, None], axis=-1)[:, 0]
+  return -jnp.sum(logp_b * real_b), jnp.sum(real_b)
 
 
 def _global_norm(tree) -> jax.Array:

@@ -143,36 +143,47 @@ def test_config_errors_name_the_fix():
     ModelConfig(vocab_size=V, family='roberta')
 
 
+def smoke_config(config: str, steps: int = 6):
+  import importlib
+  c = importlib.import_module(f'configs.{config}').get_config('smoke=True')
+  c.train.decay_steps, c.train.steps, c.train.checkpoint_every = 6, steps, 3
+  return c
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  """Uninterrupted smoke pre-training runs of configs/bert.py and configs/t5.py (workdirs by name)."""
+  import train
+  out = {}
+  for config in ('bert', 't5'):
+    out[config] = str(tmp_path_factory.mktemp(config) / 'run')
+    train.run(smoke_config(config), out[config])
+  return out
+
+
+def read_metrics(wd):
+  import json
+  import os
+  with open(os.path.join(wd, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
 @pytest.mark.parametrize('config', ['bert', 't5'])
-def test_train_py_resumes_bert_and_t5_exactly(tmp_path, config, capsys):
+def test_train_py_resumes_bert_and_t5_exactly(tmp_path, config, pretrained, capsys):
   """train.py on configs/bert.py and configs/t5.py (smoke): the masked-LM / span-corruption rows
   and the weights after a run stopped at step 4 and resumed from its step-3 checkpoint equal an
   uninterrupted run's, metric for metric, as the decoder's do (tests/test_train.py)."""
-  import importlib
-  import json
   import os
 
   import orbax.checkpoint as ocp
 
   import train
-  module = importlib.import_module(f'configs.{config}')
-
-  def cfg(steps):
-    c = module.get_config('smoke=True')
-    c.train.decay_steps, c.train.steps, c.train.checkpoint_every = 6, steps, 3
-    return c
-
-  full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
-  train.run(cfg(6), full)
-  train.run(cfg(4), part)
+  full, part = pretrained[config], str(tmp_path / 'part')
+  train.run(smoke_config(config, steps=4), part)
   os.rename(os.path.join(part, 'checkpoints', '4'), str(tmp_path / 'discarded'))
-  train.run(cfg(6), part)
+  train.run(smoke_config(config), part)
   assert 'sample after' not in capsys.readouterr().out  # no free-running sample from these models
-
-  def metrics(wd):
-    with open(os.path.join(wd, 'metrics.jsonl')) as f:
-      return [json.loads(line) for line in f]
-  a, b = metrics(full), metrics(part)
+  a, b = read_metrics(full), read_metrics(part)
   assert [r['step'] for r in b] == [1, 2, 3, 4, 5, 6]
   for ra, rb in zip(a, b):
     for k in ('train_loss', 'val_loss', 'grad_norm', 'param_norm'):
@@ -182,6 +193,42 @@ def test_train_py_resumes_bert_and_t5_exactly(tmp_path, config, capsys):
             for wd in (full, part))
   assert max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), pa, pb))) < 1e-6
   assert a[-1]['train_loss'] < a[0]['train_loss']
+
+
+@pytest.mark.parametrize('arch', ['bert', 't5'])
+def test_finetune_py_trains_a_classifier_on_bert_and_text_to_text_on_t5(tmp_path, arch, pretrained):
+  """finetune.py's SST-2 config with arch=bert (a classifier on the first token, scored through the
+  task's choices) and arch=t5 (sst2_t5, text to text): baseline, periodic dev accuracy, the best
+  checkpoint, and the classifier's head added to the pre-trained weights."""
+  import finetune
+  from configs import finetune_sst2
+  from llm import checkpoint
+  c = finetune_sst2.get_config(f'arch={arch},init={pretrained[arch]},smoke=True')
+  c.sft.seq_len = 32  # the smoke models' positions
+  out = finetune.run(c, str(tmp_path / 'ft'))
+  task = 'sst2_t5' if arch == 't5' else 'sst2_review'
+  assert out['metric'] == f'eval/{task}/acc' and out['head'] == ('classifier' if arch == 'bert' else 'lm')
+  assert 0.0 <= out['best']['value'] <= 1.0 and '0-shot' in out['baseline']
+  rows = read_metrics(str(tmp_path / 'ft'))
+  assert rows[-1]['train_loss'] < rows[0]['train_loss'] and f'eval/{task}/acc' in rows[2]
+  cfg, _, params, _ = checkpoint.load_params(str(tmp_path / 'ft' / 'best'), None, None)
+  if arch == 'bert':
+    assert cfg.num_labels == 2 and params['w_cls_dc'].shape == (cfg.d_model, 2)
+    assert out['trainable_params'] == out['total_params']
+
+
+def test_finetune_heads_must_fit_the_checkpoint(tmp_path, pretrained):
+  import finetune
+  from configs import finetune_sst2
+  from llm.run import ConfigError
+  c = finetune_sst2.get_config(f'arch=bert,init={pretrained["t5"]},smoke=True')
+  c.sft.seq_len = 32
+  with pytest.raises(ConfigError, match="head=classifier puts a classifier on an encoder's first token"):
+    finetune.run(c, str(tmp_path / 'a'))
+  c = finetune_sst2.get_config(f'arch=t5,init={pretrained["bert"]},smoke=True')
+  c.sft.seq_len = 32
+  with pytest.raises(ConfigError, match='fine-tunes with a classifier'):
+    finetune.run(c, str(tmp_path / 'b'))
 
 
 def test_train_py_refuses_an_objective_the_model_does_not_learn(tmp_path):

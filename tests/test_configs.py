@@ -31,7 +31,8 @@ PIPELINE_ARGS = {
 # finetune.py's configs; tests/test_finetune.py loads them with each documented argument.
 FINETUNE_ARGS = {
     'finetune_sst2.py': ['init=runs/x', 'init=runs/x,method=full', 'init=hf:/m,rank=4', 'init=a,steps=10',
-                         'init=a,fewshot=0', 'init=a,smoke=True'],
+                         'init=a,fewshot=0', 'init=a,smoke=True', 'init=runs/bert,arch=bert',
+                         'init=runs/t5,arch=t5', 'init=a,arch=bert,method=lora,smoke=True'],
     'finetune_qa.py': ['init=a', 'init=a,method=lora', 'init=a,rank=16', 'init=a,steps=5', 'init=a,smoke=True'],
 }
 

@@ -429,10 +429,15 @@ def test_finetune_sst2_config_arguments(arg):
   assert c.loop == 'finetune' and c.init_from == arg.split(',')[0].split('=', 1)[1]
   to_dataclass(sft.SFTConfig, c.sft)
   assert optim_config(c).decay_steps == c.train.steps
-  assert c.finetune.method == ('full' if 'method=full' in arg else 'lora')
-  assert c.train.lr == (1e-3 if 'method=full' in arg else 3e-3)
+  arch = 'bert' if 'arch=bert' in arg else 't5' if 'arch=t5' in arg else 'decoder'
+  full = 'method=full' in arg or (arch != 'decoder' and 'method=lora' not in arg)
+  assert c.finetune.method == ('full' if full else 'lora')
+  assert c.train.lr == (1e-3 if full else 3e-3)
   assert c.lora.rank == (4 if 'rank=4' in arg else 8)
-  assert c.finetune.baseline_fewshot == (0 if 'fewshot=0' in arg else 1 if 'smoke' in arg else 4)
+  shots = 0 if 'fewshot=0' in arg or arch != 'decoder' else 1 if 'smoke' in arg else 4
+  assert c.finetune.baseline_fewshot == shots
+  assert c.finetune.head == ('classifier' if arch == 'bert' else 'lm')
+  assert c.finetune.baseline_tasks == ('sst2_t5' if arch == 't5' else 'sst2_review')
   if 'steps=10' in arg:
     assert c.train.steps == 10
 

@@ -1024,6 +1024,23 @@ class Task:
       pairs.append((prompt, self.target_delimiter + answer))
     return pairs
 
+  def class_names(self) -> list[str]:
+    """The choices every doc shares, by index: the classes of a classifier fine-tuned on this task.
+
+    Raises TaskError for a task without choices or whose choices differ between docs.
+    """
+    split = self._cfg.get('training_split') or self.eval_split
+    docs = self._split_docs(split)
+    if not self._has_choices() or not docs:
+      raise TaskError(f'{self.path}: a classifier needs a multiple-choice task with fixed choices; this task has '
+                      f'{"none" if docs else "no docs"}')
+    first = [str(c).strip() for c in self._choice(docs[0], f'{split} doc 0')]
+    for i, doc in enumerate(docs[:1000]):
+      if [str(c).strip() for c in self._choice(doc, f'{split} doc {i}')] != first:
+        raise TaskError(f'{self.path}: the choices of {split} doc {i} differ from doc 0\'s {first}; a classifier '
+                        'needs the same classes for every doc')
+    return first
+
   def build_requests(self, limit: int | None = None) -> list[Request]:
     """The LM requests for the first ``limit`` docs, in doc order (sampler seeded afresh)."""
     sampler = _Sampler(self._pool, self._fewshot.sampler, self.seed, self.path)

@@ -50,6 +50,7 @@ class ModelConfig:
   n_decoder_layers: int | None = None  # encoder_decoder: decoder blocks; None = n_layers
   rel_buckets: int = 32  # relative position buckets (t5), half per direction in the encoder
   rel_max_distance: int = 128  # distances beyond this share the last bucket
+  num_labels: int = 0  # encoder: a classifier on the first token with this many classes (fine-tuning); 0 = none
   rope_theta: float = 10_000.0  # RoPE base (Su et al., 2021)
   norm_eps: float = 1e-5
   vocab_multiple: int = 128  # pad the embedding rows to a multiple of this (MXU/tensor-core friendly)
@@ -102,6 +103,9 @@ class ModelConfig:
     if (self.arch == 'encoder_decoder') != (self.positions == 'relative'):
       raise ValueError(f'model.positions={self.positions!r} with model.arch={self.arch!r}: relative position '
                        'biases are implemented for the encoder-decoder only, and it uses nothing else')
+    if self.num_labels and self.arch != 'encoder':
+      raise ValueError(f'model.num_labels={self.num_labels}: the first-token classifier is an encoder\'s head; '
+                       f'a {self.arch} is fine-tuned text to text')
     if self.arch == 'decoder' and not self.causal:
       raise ValueError('model.causal=False with model.arch=decoder: a bidirectional model is an encoder; '
                        'set model.arch=encoder (or model.family=bert)')
@@ -157,7 +161,7 @@ class ModelConfig:
       total = self.n_layers * (attn + mlp + 2 * norm) + norm
       tables += self.max_seq_len * d if self.positions == 'learned' else 0
     elif self.arch == 'encoder':  # blocks, embedding norm, MLM transform (d x d, bias, norm) and vocabulary bias
-      total = self.n_layers * (attn + mlp + 2 * norm) + norm + d * d + d + norm + V
+      total = self.n_layers * (attn + mlp + 2 * norm) + norm + d * d + d + norm + V + (d + 1) * self.num_labels
       tables += ((self.max_seq_len if self.positions == 'learned' else 0) + self.type_vocab_size) * d
     else:  # encoder blocks, decoder blocks (self, cross, MLP), two final norms, two relative-bias tables
       total = (self.n_layers * (attn + mlp + 2 * norm)

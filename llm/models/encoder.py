@@ -51,7 +51,7 @@ class EncoderBlock(nnx.Module):
 class Encoder(nnx.Module):
   """BERT: embeddings, a stack of bidirectional blocks, the masked-LM head, a first-token classifier."""
 
-  def __init__(self, cfg: ModelConfig, key: jax.Array, num_labels: int = 0):
+  def __init__(self, cfg: ModelConfig, key: jax.Array):
     if cfg.causal:
       raise ValueError('model.arch=encoder needs model.causal=False (bidirectional attention)')
     self.cfg = cfg
@@ -72,9 +72,9 @@ class Encoder(nnx.Module):
     self.b_vocab_v = param(k_head, (V,), ('vocab',), None, pd)
     if not cfg.tie_embeddings:
       self.head_dv = padded_vocab_param(k_head, cfg, (d, V), ('embed', 'vocab'), 1)
-    if num_labels:
-      self.w_cls_dc = param(k_cls, (d, num_labels), ('embed', None), std, pd)
-      self.b_cls_c = param(k_cls, (num_labels,), (None,), None, pd)
+    if cfg.num_labels:  # fine-tuning's classifier on the first token ([CLS])
+      self.w_cls_dc = param(k_cls, (d, cfg.num_labels), ('embed', None), std, pd)
+      self.b_cls_c = param(k_cls, (cfg.num_labels,), (None,), None, pd)
 
   def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array | None = None,
                segments_bt: jax.Array | None = None, dropout_key: jax.Array | None = None) -> jax.Array:
@@ -139,6 +139,6 @@ class Encoder(nnx.Module):
     return mask_padded_vocab(logits_btv.astype(jnp.float32), cfg.vocab_size)
 
   def classify(self, x_btd: jax.Array) -> jax.Array:
-    """Class logits [b, c] in float32 from the first token's hidden state (needs num_labels)."""
+    """Class logits [b, c] in float32 from the first token's hidden state (model.num_labels > 0)."""
     first_bd = x_btd[:, 0]
     return (first_bd @ self.w_cls_dc[...].astype(x_btd.dtype) + self.b_cls_c[...]).astype(jnp.float32)
