@@ -1,6 +1,6 @@
 """Low-rank adapters (Hu et al., 2021): what to train, fresh adapters, merging, PEFT export.
 
-The adapters themselves live in the model (``llm.model.adapted``: y = W x + alpha/r B A x,
+The adapters themselves live in the model (``llm.models.layers.adapted``: y = W x + alpha/r B A x,
 one (A, B) pair per adapted projection, stacked over layers like every block parameter,
 sharded by the same logical axes plus a replicated 'lora' rank axis). This module holds
 what surrounds them:
@@ -76,7 +76,7 @@ def with_adapters(cfg: ModelConfig, rank: int, alpha: float, dropout: float, tar
   unknown = [t for t in names if t not in cfg.lora_target_names()]
   if unknown:
     raise LoraError(f'lora.targets {unknown} match no projection of this model; its projections are '
-                    f'{cfg.lora_target_names()} (LORA_TARGETS in llm/model.py maps them to weights)')
+                    f'{cfg.lora_target_names()} (LORA_TARGETS in llm/models/config.py maps them to weights)')
   if rank <= 0 or not names:
     raise LoraError(f'LoRA needs lora.rank > 0 and at least one target, got rank={rank}, targets={targets!r}')
   return dataclasses.replace(cfg, lora_rank=int(rank), lora_alpha=float(alpha), lora_dropout=float(dropout),
@@ -113,10 +113,12 @@ def merge(cfg: ModelConfig, params: Params) -> tuple[ModelConfig, Params]:
   if not cfg.lora_rank:
     return cfg, params
   flat = dict(traverse_util.flatten_dict(params))
-  for target in cfg.lora_targets:
-    module, weight = LORA_TARGETS[target]
-    base = ('blocks', module, weight)
-    a, b = flat.pop(('blocks', module, f'lora_a_{target}')), flat.pop(('blocks', module, f'lora_b_{target}'))
+  # Every adapted projection, wherever its module sits (a decoder's blocks; T5's encoder and
+  # decoder blocks, self- and cross-attention).
+  for key in [k for k in flat if str(k[-1]).startswith('lora_a_')]:
+    target = str(key[-1])[len('lora_a_'):]
+    a, b = flat.pop(key), flat.pop(key[:-1] + (f'lora_b_{target}',))
+    base = key[:-1] + (LORA_TARGETS[target][1],)
     w = flat[base]
     flat[base] = (w.astype(jnp.float32) + cfg.lora_scale * _delta(
         jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), w.shape, True)).astype(w.dtype)

@@ -211,7 +211,8 @@ class HFTokenizer:
   special tokens (overridden by tokenizer_config's ``add_bos_token`` when it sets one), and
   ``split_special_tokens`` is honoured as transformers honours it. The mask token is
   ``mask_token`` (BERT's [MASK]); the sentinels are the tokens spelled <extra_id_N> (T5's),
-  in the order of N.
+  in the order of N. Files that name no bos/eos but cls/sep (BERT's WordPiece) use those,
+  and, naming nothing, the BERT class defaults [CLS]/[SEP]/[MASK]/[PAD] found in the vocabulary.
   """
 
   def __init__(self, path: str):
@@ -239,8 +240,17 @@ class HFTokenizer:
     # transformers' split_special_tokens: text that spells a special token is encoded as text.
     self.tk.encode_special_tokens = bool(config.get('split_special_tokens', False))
 
+    # BERT's files name cls/sep (or nothing: the class defaults [CLS] [SEP] [MASK] [PAD]), not bos/eos:
+    # [CLS] text [SEP] is its single-sequence format, so they play BOS and EOS.
+    fallback = {'bos': ('cls_token', '[CLS]'), 'eos': ('sep_token', '[SEP]'), 'mask': ('mask_token', '[MASK]'),
+                'pad': ('pad_token', '[PAD]')}
+
     def resolve(name: str) -> int | None:
       content = _token_content(config.get(f'{name}_token'))
+      if content is None and name in fallback and f'{name}_token_id' not in model_cfg:
+        key, default = fallback[name]
+        named = _token_content(config.get(key))
+        content = named if named is not None else default if self.tk.token_to_id(default) is not None else None
       if content is not None:
         i = self.tk.token_to_id(content)
         if i is None:

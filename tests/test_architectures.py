@@ -239,3 +239,22 @@ def test_train_py_refuses_an_objective_the_model_does_not_learn(tmp_path):
   c.data.objective = 'next_token'
   with pytest.raises(ConfigError, match="data.objective='next_token' does not train a model.arch='encoder'"):
     train.run(c, str(tmp_path / 'x'))
+
+
+def test_lora_merge_folds_every_adapter_of_t5():
+  """Adapters on T5's encoder, decoder and cross-attention projections fold into their weights:
+  the merged plain model gives the adapted model's logits."""
+  from llm import lora
+  cfg = config_for_size('t5-smoke', V, lora_rank=2, lora_targets=('q', 'v', 'up'))
+  graph, state = nnx.split(build(cfg, jax.random.key(0)))
+  params = nnx.to_pure_dict(state)
+  rng = np.random.default_rng(0)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: rng.normal(0, 0.1, x.shape).astype(np.float32) if str(p[-1].key).startswith('lora_b_') else x,
+      params)
+  enc, dec = jnp.asarray(rows(2, 8)), jnp.asarray(rows(2, 5, 1))
+  adapted = nnx.merge(graph, params)(enc, dec)
+  plain_cfg, merged = lora.merge(cfg, params)
+  plain_graph = nnx.split(nnx.eval_shape(lambda: build(plain_cfg, jax.random.key(0))))[0]
+  np.testing.assert_allclose(nnx.merge(plain_graph, merged)(enc, dec), adapted, atol=1e-4)
+  assert not any('lora' in '/'.join(map(str, k)) for k in jax.tree_util.tree_flatten_with_path(merged)[0])

@@ -17,7 +17,7 @@ import transformers
 from flax import nnx
 
 from llm import checkpoint, hf
-from llm.model import ModelConfig, Transformer
+from llm.models import ModelConfig, Transformer
 from llm.tokenizer import ByteTokenizer, HFTokenizer, TokenizerError, from_spec
 
 from random_models import random_params
@@ -313,8 +313,9 @@ def test_import_errors(tmp_path, capsys):
     assert match in err, err
     assert not (tmp_path / work).exists() and _no_partial_dirs(tmp_path)
 
-  (src / 'config.json').write_text(json.dumps({**config, 'architectures': ['BertForMaskedLM']}))
-  fails("architecture ['BertForMaskedLM'] is not supported; supported: GPT2LMHeadModel, LlamaForCausalLM")
+  (src / 'config.json').write_text(json.dumps({**config, 'architectures': ['MadeUpForCausalLM']}))
+  fails("architecture ['MadeUpForCausalLM'] is not supported; supported: BertForMaskedLM, GPT2LMHeadModel, "
+        "LlamaForCausalLM, T5ForConditionalGeneration")
   (src / 'config.json').write_text(json.dumps({**config, 'n_layer': 3}))
   fails('missing 12 tensors: transformer.h.2.attn.c_attn.bias')
   (src / 'config.json').write_text(json.dumps({**config, 'n_layer': 1}))
@@ -353,7 +354,7 @@ def test_export_errors(tmp_path, capsys):
   fails(ModelConfig(family='gpt2', n_kv_heads=2, **base), 'GPT-2 has no grouped-query attention')
   fails(ModelConfig(family='llama', **base), "cannot export as gpt2: model.norm='rms'", family='gpt2')
   fails(ModelConfig(family='gpt2', norm='rms', **base), "model.norm='rms', but gpt2 needs 'layer'")
-  fails(ModelConfig(family='llama', causal=False, **base), 'model.causal=False')
+  fails(ModelConfig(family='llama', arch='encoder', **base), "model.arch='encoder'")
   assert hf.main(['export', f'--workdir={tmp_path / "nothing"}', f'--out={tmp_path / "out"}']) == 2
   assert 'does not exist' in capsys.readouterr().err
 
