@@ -148,7 +148,7 @@ def finetune_config(init: str, task: str, metric: str, method: str, rank: int, s
       baseline_limit=0,  # docs per baseline task (0 = all)
   )
   # Adapters (method=lora): rank, alpha (scale alpha/rank), dropout on their input, and the
-  # projections they adapt (q,k,v,o,gate,up,down; llm.model.LORA_TARGETS).
+  # projections they adapt (q,k,v,o,gate,up,down; llm.models.LORA_TARGETS).
   c.lora = dict(rank=rank, alpha=16.0, dropout=0.05, targets='q,k,v,o')
   c.evals.dev = dict(type='fewshot', tasks=task, num_fewshot=0, every=every, limit=0)
   t = c.train

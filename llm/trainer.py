@@ -72,7 +72,7 @@ def make_optimizer(cfg: OptimConfig, decay_mask: Params) -> optax.GradientTransf
   return optax.chain(*parts)
 
 
-# Weight decay by what a parameter is, read from its name: llm/model.py names every
+# Weight decay by what a parameter is, read from its name: llm/models/ names every
 # parameter by its role (w_* projection matrices, b_* biases, the norms' scale/bias).
 # Rank cannot tell: the GPT-2 family's q/k/v biases are [heads, head_dim], two axes.
 # Matrices decay, biases and norm parameters do not. Embeddings decay too: the token

@@ -2,7 +2,7 @@
 
 Runs only where JAX's first device is a GPU (skipped elsewhere, with the reason). GPU
 hosts may lack TensorFlow, CLU and ml_collections, so this file imports only jax, flax,
-optax, numpy and llm.model/llm.trainer/llm.sharding; the one test that runs everywhere
+optax, numpy and llm.models/llm.trainer/llm.sharding; the one test that runs everywhere
 checks exactly that.
 
 The batch is packed as llm.data writes it (several documents a row, positions restarting

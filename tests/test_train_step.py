@@ -1,5 +1,5 @@
 """Tests of llm/trainer.py's step: weight-decay mask, gradient accumulation, gradient
-normalisation, the learning-rate schedule, and RoPE values (llm/model.py).
+normalisation, the learning-rate schedule, and RoPE values (llm/models/).
 
 Every check compares against something computed independently here (hand-written
 cross-entropy, hand-computed schedule and rotations), so a constant scale, an off-by-one

@@ -13,7 +13,7 @@ computes them in far fewer forward passes:
   widen rows beyond what attention can afford.
 * Shared contexts. The choices of a multiple-choice question share one context. They go
   into ONE segment: the context once (branch 0), then each choice as its own branch whose
-  positions continue from the context's end (``llm.model.attention_mask``: a branch sees
+  positions continue from the context's end (``llm.models.attention_mask``: a branch sees
   the context and itself, never another choice). The context's last token predicts every
   choice's first token but a position has one target, so each branch starts with its own
   copy of that token: one extra token per choice instead of a whole context.
