@@ -133,6 +133,9 @@ def load_scorer(workdir: str, step: int | None = None, batch_rows: int = 16, max
   backend = jax.default_backend()
   overrides = dict(dtype='float32' if backend == 'cpu' else 'bfloat16', dense_grad='xla', remat='none', dropout=0.0)
   cfg, tok, params, _ = checkpoint.load_params(workdir, step, m, overrides=overrides)
+  if cfg.arch != 'decoder':  # the harness hands this adapter token pairs, which only the decoder's scorer takes
+    raise ValueError(f'{workdir} holds an {cfg.arch} ({cfg.family}); the harness adapter scores decoders. Evaluate it '
+                     f'with our evaluator: python train.py --config=configs/fewshot.py:ckpt={workdir} --workdir=...')
   graphdef = nnx.split(nnx.eval_shape(lambda: build(cfg, jax.random.key(0))))[0]
   return ModelLM(graphdef, cfg, params, tok, m, batch_rows=batch_rows, max_length=max_length,
                  add_bos_token=add_bos_token, generate_fn=make_generate_fn(graphdef, cfg, params, tok, m))

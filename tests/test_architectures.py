@@ -151,8 +151,10 @@ def smoke_config(config: str, steps: int = 6):
 
 
 @pytest.fixture(scope='module')
-def pretrained(tmp_path_factory):
-  """Uninterrupted smoke pre-training runs of configs/bert.py and configs/t5.py (workdirs by name)."""
+def pretrained(tmp_path_factory, compile_cache):
+  """Uninterrupted smoke pre-training runs of configs/bert.py and configs/t5.py (workdirs by name).
+
+  With the compilation cache the resumed and fine-tuning runs below load these runs' programs."""
   import train
   out = {}
   for config in ('bert', 't5'):
@@ -258,3 +260,23 @@ def test_lora_merge_folds_every_adapter_of_t5():
   plain_graph = nnx.split(nnx.eval_shape(lambda: build(plain_cfg, jax.random.key(0))))[0]
   np.testing.assert_allclose(nnx.merge(plain_graph, merged)(enc, dec), adapted, atol=1e-4)
   assert not any('lora' in '/'.join(map(str, k)) for k in jax.tree_util.tree_flatten_with_path(merged)[0])
+
+
+def test_evaluators_skip_generation_for_models_that_cannot_generate(capsys):
+  """A masked LM (or a classifier) is scored on every task but the generate_until ones, which are named."""
+  import os
+
+  from llm.eval import evaluators
+
+  class Scores:
+    can_generate = False
+    stats = {'requests': 0}
+
+    def loglikelihood(self, requests):
+      return [(-float(len(c)), False) for _, c in requests]
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  ev = evaluators.FewShotEvaluator('dev', 'sst2_gen,sst2', [os.path.join(root, 'tasks')], limit=2)
+  out = ev.run(Scores())
+  assert [r.name for r in out.results] == ['sst2']
+  assert 'skipping sst2_gen' in capsys.readouterr().out

@@ -201,6 +201,8 @@ class MaskedLM(_Scorer):
   See the module docstring for the framing, windows and truncation.
   """
 
+  can_generate = False  # evaluators skip generate_until tasks for it
+
   def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, params: trainer.Params, tokenizer: Tokenizer,
                mesh: Mesh, *, max_length: int | None = None, batch_rows: int = 16,
                add_bos_token: bool | None = None, add_eos: bool = True):
@@ -622,6 +624,8 @@ class ClassifierLM(_Scorer):
   A row is [BOS] context [EOS] as ``llm.sft.classification_rows`` lays out training rows
   (longer contexts keep their start, as there); each distinct context is classified once.
   """
+
+  can_generate = False
 
   def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, params: trainer.Params, tokenizer: Tokenizer,
                mesh: Mesh, labels: Sequence[str], *, max_length: int | None = None, batch_rows: int = 16):

@@ -70,7 +70,14 @@ class FewShotEvaluator:
     del out_dir
     t0 = time.perf_counter()
     before = dict(lm.stats)
-    results = [tasks_lib.evaluate_task(task, self.lm_for(task, lm), limit=self.limit) for task in self.tasks]
+    tasks = self.tasks
+    if not getattr(lm, 'can_generate', True):  # a masked LM or a classifier: generation tasks do not apply
+      skipped = [t.name for t in tasks if t.output_type == 'generate_until']
+      if skipped:
+        print(f'{self.name}: skipping {", ".join(skipped)} (generation tasks; {type(lm).__name__} does not '
+              f'generate)', flush=True)
+      tasks = [t for t in tasks if t.output_type != 'generate_until']
+    results = [tasks_lib.evaluate_task(task, self.lm_for(task, lm), limit=self.limit) for task in tasks]
     return EvalOutput(self.name, results, time.perf_counter() - t0, _stats_delta(before, lm.stats))
 
   def lm_for(self, task: tasks_lib.Task, lm):
