@@ -19,13 +19,25 @@ def make(size: str, **kw):
   return cfg, build(cfg, jax.random.key(0))
 
 
+@nnx.jit
+def forward(model, *args):
+  """model(*args), compiled (eager op-by-op dispatch is most of a tiny model's time)."""
+  return model(*args)
+
+
+@nnx.jit
+def trunk(model, tokens, positions=None, segments=None):
+  return model.trunk(tokens, positions, segments).hidden_btd
+
+
 def rows(b: int, t: int, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).integers(3, V, (b, t)).astype(np.int32)
 
 
 def test_builder_picks_the_architecture_of_the_family():
   for size, arch in (('tiny', 'decoder'), ('bert-tiny', 'encoder'), ('t5-tiny', 'encoder_decoder')):
-    cfg, model = make(size)
+    cfg = config_for_size(size, V)
+    model = nnx.eval_shape(lambda: build(cfg, jax.random.key(0)))
     assert cfg.arch == arch and isinstance(model, ARCHITECTURES[arch])
   assert not config_for_size('bert-tiny', V).causal and config_for_size('tiny', V).causal
 
@@ -47,15 +59,15 @@ def test_encoder_sees_the_future_and_the_decoder_does_not():
   y[0, -1] = (y[0, -1] + 1 - 3) % (V - 3) + 3  # change only the last token
   for size, sees in (('bert-smoke', True), ('smoke', False)):
     _, model = make(size)
-    a, b = model(jnp.asarray(x)), model(jnp.asarray(y))
+    a, b = forward(model, jnp.asarray(x)), forward(model, jnp.asarray(y))
     changed = float(jnp.max(jnp.abs(a[0, 0] - b[0, 0])))
     assert (changed > 1e-4) == sees, (size, changed)
   _, t5 = make('t5-smoke')
   dec = jnp.asarray(rows(1, 6, 1))
-  enc_changed = t5(jnp.asarray(x), dec) - t5(jnp.asarray(y), dec)
+  enc_changed = forward(t5, jnp.asarray(x), dec) - forward(t5, jnp.asarray(y), dec)
   assert float(jnp.max(jnp.abs(enc_changed[0, 0]))) > 1e-4  # every decoder position sees the whole input
   dec2 = dec.at[0, -1].set(7)
-  dec_changed = t5(jnp.asarray(x), dec) - t5(jnp.asarray(x), dec2)
+  dec_changed = forward(t5, jnp.asarray(x), dec) - forward(t5, jnp.asarray(x), dec2)
   assert float(jnp.max(jnp.abs(dec_changed[0, :-1]))) == 0.0  # but its own future stays hidden
 
 
@@ -66,28 +78,28 @@ def test_padding_never_leaks_and_packed_rows_equal_documents_alone():
   packed = np.concatenate([a, b, rows(1, 3, 3)], 1)  # 3 tokens of padding
   segments = np.array([[1] * 5 + [2] * 4 + [0] * 3], np.int32)
   positions = np.array([list(range(5)) + list(range(4)) + [0] * 3], np.int32)
-  h = model.trunk(jnp.asarray(packed), jnp.asarray(positions), jnp.asarray(segments)).hidden_btd
-  alone_a = model.trunk(jnp.asarray(a)).hidden_btd
-  alone_b = model.trunk(jnp.asarray(b)).hidden_btd
+  h = trunk(model, jnp.asarray(packed), jnp.asarray(positions), jnp.asarray(segments))
+  alone_a = trunk(model, jnp.asarray(a))
+  alone_b = trunk(model, jnp.asarray(b))
   np.testing.assert_allclose(h[0, :5], alone_a[0], atol=1e-5)
   np.testing.assert_allclose(h[0, 5:9], alone_b[0], atol=1e-5)
   other = packed.copy()
   other[0, 9:] = rows(1, 3, 9)
-  h2 = model.trunk(jnp.asarray(other), jnp.asarray(positions), jnp.asarray(segments)).hidden_btd
+  h2 = trunk(model, jnp.asarray(other), jnp.asarray(positions), jnp.asarray(segments))
   np.testing.assert_array_equal(np.asarray(h[0, :9]), np.asarray(h2[0, :9]))
 
   _, t5 = make('t5-smoke')
   enc = np.concatenate([a, rows(1, 3, 4)], 1)
   seg = np.array([[1] * 5 + [0] * 3], np.int32)
   dec = rows(1, 4, 5)
-  def logits(enc_tokens):
-    return t5.head(t5.hidden({'inputs': jnp.asarray(enc_tokens), 'segments': jnp.asarray(seg),
-                              'dec_inputs': jnp.asarray(dec)}))
-  padded = logits(enc)
+  @nnx.jit
+  def logits(t5, enc_tokens):
+    return t5.head(t5.hidden({'inputs': enc_tokens, 'segments': jnp.asarray(seg), 'dec_inputs': jnp.asarray(dec)}))
+  padded = logits(t5, jnp.asarray(enc))
   enc2 = enc.copy()
   enc2[0, 5:] = rows(1, 3, 6)
-  np.testing.assert_array_equal(np.asarray(padded), np.asarray(logits(enc2)))
-  np.testing.assert_allclose(padded, t5(jnp.asarray(a), jnp.asarray(dec)), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(padded), np.asarray(logits(t5, jnp.asarray(enc2))))
+  np.testing.assert_allclose(padded, forward(t5, jnp.asarray(a), jnp.asarray(dec)), atol=1e-5)
 
 
 def test_losses_read_each_architectures_fields():
@@ -255,10 +267,10 @@ def test_lora_merge_folds_every_adapter_of_t5():
       lambda p, x: rng.normal(0, 0.1, x.shape).astype(np.float32) if str(p[-1].key).startswith('lora_b_') else x,
       params)
   enc, dec = jnp.asarray(rows(2, 8)), jnp.asarray(rows(2, 5, 1))
-  adapted = nnx.merge(graph, params)(enc, dec)
+  adapted = forward(nnx.merge(graph, params), enc, dec)
   plain_cfg, merged = lora.merge(cfg, params)
   plain_graph = nnx.split(nnx.eval_shape(lambda: build(plain_cfg, jax.random.key(0))))[0]
-  np.testing.assert_allclose(nnx.merge(plain_graph, merged)(enc, dec), adapted, atol=1e-4)
+  np.testing.assert_allclose(forward(nnx.merge(plain_graph, merged), enc, dec), adapted, atol=1e-4)
   assert not any('lora' in '/'.join(map(str, k)) for k in jax.tree_util.tree_flatten_with_path(merged)[0])
 
 
