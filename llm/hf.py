@@ -964,7 +964,10 @@ def load_tokenizer(src: str, vocab_size: int, into: str | None = None, family: s
       with open(os.path.join(folder, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
   try:
-    tok = HFTokenizer(folder) if has_json else SentencePieceTokenizer(os.path.join(folder, 'spiece.model'))
+    # T5's spiece.model: the <extra_id_N> sentinels T5Tokenizer appends (tokenizer_config's extra_ids, default 100).
+    extra = int(_read_json(os.path.join(folder, 'tokenizer_config.json')).get('extra_ids', 100)) \
+        if family == 't5' else 0
+    tok = HFTokenizer(folder) if has_json else SentencePieceTokenizer(os.path.join(folder, 'spiece.model'), extra)
   except TokenizerError as e:
     raise HFError(str(e)) from None
   if tok.vocab_size > vocab_size:
@@ -1015,7 +1018,8 @@ def import_checkpoint(src: str, workdir: str) -> dict[str, Any]:
               'sha256': file_sha256(os.path.join(tok_dir, 'tokenizer.json'))}
     else:  # T5's spiece.model
       spec = {'kind': 'sentencepiece', 'spm_model': 'tokenizer/spiece.model',
-              'sha256': file_sha256(os.path.join(tok_dir, 'spiece.model'))}
+              'sha256': file_sha256(os.path.join(tok_dir, 'spiece.model')),
+              **({'extra_ids': tok.extra_ids} if tok.extra_ids else {})}
     weight_files = sorted({os.path.basename(p) for p in files._where.values()})
     record = {'source': src, 'family': cfg.family, 'weights': {f: file_sha256(os.path.join(src, f))
                                                                 for f in weight_files},

@@ -139,9 +139,14 @@ class ByteTokenizer:
 
 
 class SentencePieceTokenizer:
-  """A SentencePiece model (train one with ``python -m llm.tokenizer``); special ids from the model."""
+  """A SentencePiece model (train one with ``python -m llm.tokenizer``); special ids from the model.
 
-  def __init__(self, model_path: str):
+  ``extra_ids``: sentinels appended after the pieces as Hugging Face's T5Tokenizer appends
+  them (<extra_id_i> is id piece_size + extra_ids - 1 - i), for T5's own spiece.model,
+  which has none of its own; text never encodes to them and decoding drops them.
+  """
+
+  def __init__(self, model_path: str, extra_ids: int = 0):
     import sentencepiece as spm
     if not model_path or not os.path.exists(model_path):
       raise TokenizerError(
@@ -165,6 +170,12 @@ class SentencePieceTokenizer:
     sentinels: list[int] = []
     while (i := self._piece_id(f'<extra_id_{len(sentinels)}>')) is not None:
       sentinels.append(i)
+    self.extra_ids = int(extra_ids)
+    if self.extra_ids:
+      if sentinels:
+        raise TokenizerError(f'{model_path} has <extra_id_N> pieces of its own; do not append extra_ids')
+      sentinels = [self.vocab_size + self.extra_ids - 1 - i for i in range(self.extra_ids)]
+      self.vocab_size += self.extra_ids
     self.sentinel_ids = tuple(sentinels)
     self._special = special_ids(self)
 
@@ -183,7 +194,8 @@ class SentencePieceTokenizer:
     return self.sp.decode([int(i) for i in ids if int(i) not in self._special])
 
   def spec(self) -> dict[str, Any]:
-    return {'kind': 'sentencepiece', 'spm_model': self.path, 'sha256': file_sha256(self.path)}
+    spec = {'kind': 'sentencepiece', 'spm_model': self.path, 'sha256': file_sha256(self.path)}
+    return {**spec, 'extra_ids': self.extra_ids} if self.extra_ids else spec
 
 
 def _token_content(value: Any) -> str | None:
@@ -318,7 +330,7 @@ def from_spec(spec: dict[str, Any], root: str = '') -> Tokenizer:
   path = spec.get('spm_model') or spec.get('path') or ''
   if path and not os.path.isabs(path):
     path = os.path.join(root, path)
-  tok = make_tokenizer(kind, path)
+  tok = SentencePieceTokenizer(path, int(spec['extra_ids'])) if spec.get('extra_ids') else make_tokenizer(kind, path)
   want = spec.get('sha256')
   if want and path and file_sha256(tok.spec()['spm_model' if kind == 'sentencepiece' else 'path']) != want:
     raise TokenizerError(f'{path} is not the tokenizer file the checkpoint was trained with (its SHA-256 '

@@ -432,7 +432,7 @@ def test_finetune_sst2_config_arguments(arg):
   arch = 'bert' if 'arch=bert' in arg else 't5' if 'arch=t5' in arg else 'decoder'
   full = 'method=full' in arg or (arch != 'decoder' and 'method=lora' not in arg)
   assert c.finetune.method == ('full' if full else 'lora')
-  assert c.train.lr == (1e-3 if full else 3e-3)
+  assert c.train.lr == ((3e-4 if arch == 'bert' else 1e-3) if full else 3e-3)
   assert c.lora.rank == (4 if 'rank=4' in arg else 8)
   shots = 0 if 'fewshot=0' in arg or arch != 'decoder' else 1 if 'smoke' in arg else 4
   assert c.finetune.baseline_fewshot == shots

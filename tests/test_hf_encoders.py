@@ -78,7 +78,7 @@ def write_t5_tokenizer(path: str, extra_ids: int = 4, spiece_only: bool = False)
     with open(os.path.join(path, 'spiece.model'), 'wb') as f:
       f.write(buf.getvalue())
     with open(os.path.join(path, 'tokenizer_config.json'), 'w') as f:
-      json.dump({**config, 'extra_ids': 0}, f)
+      json.dump({**config, 'extra_ids': extra_ids}, f)
     return sp.get_piece_size()
   pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
   tk = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
@@ -388,16 +388,19 @@ def test_special_tokens_the_files_leave_to_defaults_or_config_json(tmp_path):
 
 
 def test_t5_with_only_spiece_model(tmp_path):
-  # A T5 directory with spiece.model and no tokenizer.json imports with the SentencePiece model;
+  # A T5 directory with spiece.model and no tokenizer.json imports with the SentencePiece model
+  # and the <extra_id_N> sentinels T5Tokenizer appends after it (tokenizer_config's extra_ids);
   # the export carries the same files (AutoTokenizer converts them where protobuf allows).
   src = tmp_path / 't5'
+  pieces = write_t5_tokenizer(str(src), spiece_only=True)
   model = transformers.T5ForConditionalGeneration(transformers.T5Config(
-      vocab_size=write_t5_tokenizer(str(src), spiece_only=True) + 4, d_model=16, d_kv=4, d_ff=32, num_layers=1,
-      num_heads=4, relative_attention_num_buckets=8))
+      vocab_size=pieces + 4, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4, relative_attention_num_buckets=8))
   model.save_pretrained(str(src))
   assert hf.main(['import', f'--src={src}', f'--workdir={tmp_path / "w"}']) == 0
   cfg, tok, params, _ = checkpoint.load_params(str(tmp_path / 'w'))
   assert isinstance(tok, SentencePieceTokenizer) and (tok.bos_id, tok.eos_id, tok.pad_id) == (None, 1, 0)
+  assert tok.vocab_size == pieces + 4 and tok.sentinel_ids == tuple(pieces + 3 - i for i in range(4))
+  assert tok.decode([5, *tok.sentinel_ids]) == tok.decode([5])  # sentinels never decode to text
   assert os.path.dirname(tok.path) == str(tmp_path / 'w' / 'tokenizer')
   assert hf.main(['export', f'--workdir={tmp_path / "w"}', f'--out={tmp_path / "out"}']) == 0
   assert (tmp_path / 'out' / 'spiece.model').read_bytes() == (src / 'spiece.model').read_bytes()
