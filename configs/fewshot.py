@@ -18,7 +18,7 @@ eval.task_dirs). Arguments (after a colon):
 from configs import common
 
 # Tasks shipped in tasks/: accuracy-style tasks and the bias probes.
-FEWSHOT_TASKS = 'sst2,sst2_fewshot,sst2_gen,sst2_review,shakespeare_ppl,shakespeare_lastword,synth_qa'
+FEWSHOT_TASKS = 'sst2,sst2_fewshot,sst2_gen,sst2_review,sst2_t5,shakespeare_ppl,shakespeare_lastword,synth_qa'
 BIAS_TASKS = 'crows_pairs_english,winobias,bbq'
 
 

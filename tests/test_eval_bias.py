@@ -407,8 +407,8 @@ def test_bootstrap_stderr_deterministic_and_sane():
 def test_task_yamls_parse_and_resolve():
   files = _yaml_files()
   names = {_read_yaml(p)['task']: p for p in files}
-  assert set(names) == {'sst2', 'sst2_fewshot', 'sst2_gen', 'sst2_review', 'shakespeare_ppl', 'shakespeare_lastword',
-                        'crows_pairs_english', 'winobias', 'bbq', 'synth_qa'}
+  assert set(names) == {'sst2', 'sst2_fewshot', 'sst2_gen', 'sst2_review', 'sst2_t5', 'shakespeare_ppl',
+                        'shakespeare_lastword', 'crows_pairs_english', 'winobias', 'bbq', 'synth_qa'}
   for path in files:
     cfg = _read_yaml(path)
     here = os.path.dirname(path)
