@@ -101,10 +101,10 @@ def run(cfg, workdir: str) -> dict:
   tokenizer = init.tokenizer
   ds = sft.load_sft(sft_cfg, tokenizer, root=repo, task_dirs=task_dirs, arch=model_cfg.arch, head=ft.head)
   if classifier and not resuming:  # a new head of one output per class
-    if model_cfg.num_labels not in (0, len(ds.labels)):
-      raise ConfigError(f'{cfg.init_from} already has a classifier of {model_cfg.num_labels} classes, but '
-                        f'{sft_cfg.source} has {len(ds.labels)} ({ds.labels}); fine-tune its masked-LM base instead')
-    model_cfg = dataclasses.replace(model_cfg, num_labels=len(ds.labels))
+    if model_cfg.num_labels and tuple(model_cfg.labels) != tuple(ds.labels):
+      raise ConfigError(f'{cfg.init_from} already has a classifier of classes {list(model_cfg.labels)}, but '
+                        f'{sft_cfg.source} has {ds.labels}; fine-tune its masked-LM base instead')
+    model_cfg = dataclasses.replace(model_cfg, num_labels=len(ds.labels), labels=tuple(ds.labels))
   print(f'fine-tuning data {sft_cfg.source}: ' + '; '.join(
       f'{split} ' + ', '.join(f'{k} {v:.3f}' if isinstance(v, float) else f'{k} {v}' for k, v in r.items())
       for split, r in ds.report.items()), flush=True)
@@ -148,7 +148,7 @@ def run(cfg, workdir: str) -> dict:
 
   def scorer(params):  # the model being fine-tuned: a classifier answers through its classes
     if classifier:
-      return ClassifierLM(setup.graphdef, model_cfg, params, tokenizer, mesh, ds.labels,
+      return ClassifierLM(setup.graphdef, model_cfg, params, tokenizer, mesh, model_cfg.labels,
                           max_length=sft_cfg.seq_len, batch_rows=cfg.eval.batch_rows)
     return base_scorer(params)
 

@@ -8,8 +8,9 @@
 Prints step time, tokens/s, model TFLOP/s per device and MFU (FLOPs counted as in
 llm/perf.py). The batch is what each architecture trains on: next-token rows (decoder),
 rows with 15% of positions scored as masked-LM targets (encoder), or inputs of seq_len
-and targets of dec_len (encoder-decoder; 114 is T5's target length for 512 inputs). Imports only jax, flax, optax and numpy: it runs on accelerator hosts
-that have no TensorFlow, CLU or ml_collections.
+and targets of dec_len (encoder-decoder; by default T5's span-corruption target length,
+114 for 512 inputs). Imports only jax, flax, optax and numpy (and the NumPy objectives of
+llm.data): it runs on accelerator hosts that have no TensorFlow, CLU or ml_collections.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: 
   if cfg.arch != arch:
     raise ValueError(f'--size={size} is an {cfg.arch} model (family {cfg.family}), not --arch={arch}; pick a size of '
                      f'that architecture: {sorted(k for k, v in SIZES.items() if ARCH_OF_FAMILY[v["family"]] == arch)}')
-  dec_len = dec_len or max(1, seq_len // 4)
+  if not dec_len and arch == 'encoder_decoder':  # T5's target length for span corruption of seq_len inputs
+    from llm.data.objectives import compute_input_and_target_lengths
+    dec_len = compute_input_and_target_lengths(seq_len, 0.15, 3.0)[1]
   mesh = sharding.make_mesh(mesh_shape or {'fsdp': -1})
   opt = trainer.OptimConfig(accum_steps=accum_steps, decay_steps=10_000)
   setup = trainer.setup_model(cfg, opt, mesh)
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--arch', default='decoder', choices=['decoder', 'encoder', 'encoder_decoder'])
   p.add_argument('--size', default='124m', choices=sorted(SIZES))
-  p.add_argument('--dec_len', type=int, default=0, help='encoder_decoder target length; 0 = seq_len // 4')
+  p.add_argument('--dec_len', type=int, default=0,
+                 help="encoder_decoder target length; 0 = T5's span-corruption length for seq_len (114 for 512)")
   p.add_argument('--seq_len', type=int, default=1024)
   p.add_argument('--batch', type=int, default=8, help='global batch (rows)')
   p.add_argument('--steps', type=int, default=10, help='timed steps')

@@ -359,7 +359,10 @@ def load_params(workdir: str, step: int | None = None, mesh=None,
       raise CheckpointNotFound(f'{workdir} has no checkpoint at step {step}; it has steps {sorted(steps)}')
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     fields = {k: v for k, v in meta['model'].items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
-    cfg = ModelConfig(**{**fields, **(overrides or {})})
+    try:
+      cfg = ModelConfig(**{**fields, **(overrides or {})})
+    except ValueError as e:  # e.g. a model saved with settings this version refuses (a decoder with causal=False)
+      raise CheckpointMismatch(f'{workdir} (step {step}) holds a model this version cannot build: {e}') from None
     spec = _tokenizer_spec(workdir, meta)
     try:
       tokenizer = from_spec(spec, root=os.path.abspath(workdir))

@@ -31,9 +31,10 @@ is too long is cut from the right). Every outcome is counted in ``SFTData.report
 The other architectures take the same examples in their own shape (``load_sft``'s
 ``arch`` and ``head``):
 
-* encoder-decoder (T5, text to text): one example a row, the prompt (with EOS, as T5 ends
-  its inputs) as the encoder's input of ``seq_len`` tokens, cut from the left when longer;
-  the completion as the decoder's targets, after the decoder start token;
+* encoder-decoder (T5, text to text): one example a row, prompt and completion each
+  encoded alone as the evaluation encodes them (``seq2seq_examples``): the prompt (with EOS,
+  as T5 ends its inputs) as the encoder's input of ``seq_len`` tokens, cut from the left when
+  longer; the completion as the decoder's targets, after the decoder start token;
 * encoder with a classifier (BERT): the prompt (BOS/[CLS] first, EOS/[SEP] last) as one
   row, cut from the right when longer, and the completion's index among ``labels`` (the
   task's choices) as 'labels' [n, 1].
@@ -372,19 +373,23 @@ def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: S
     train = classification_rows(train_ex, tokenizer, cfg, labels, report['train'])
     val = classification_rows(val_ex, tokenizer, cfg, labels, report['validation'])
     examples = {'train': len(train['inputs']), 'validation': len(val['inputs'])}
+  elif arch == 'encoder_decoder':
+    train_pairs = seq2seq_examples(train_ex, tokenizer, cfg, report['train'])
+    val_pairs = seq2seq_examples(val_ex, tokenizer, cfg, report['validation'])
+    examples = {'train': len(train_pairs), 'validation': len(val_pairs)}
+    if not train_pairs:
+      raise DataError(f'no training example of {cfg.source!r} survives sft.truncation={cfg.truncation!r}')
+    dec_len = _round_up(max(len(t) for _, t in train_pairs + val_pairs), 8)
+    train = seq2seq_rows(train_pairs, cfg.seq_len, dec_len, tokenizer.pad_id)
+    val = seq2seq_rows(val_pairs, cfg.seq_len, dec_len, tokenizer.pad_id)
   else:
     train_tok = _tokenize_all(train_ex, tokenizer, cfg, report['train'])
     val_tok = _tokenize_all(val_ex, tokenizer, cfg, report['validation'])
     examples = {'train': len(train_tok), 'validation': len(val_tok)}
     if not train_tok:
       raise DataError(f'no training example of {cfg.source!r} survives sft.truncation={cfg.truncation!r}')
-    if arch == 'encoder_decoder':
-      dec_len = _round_up(max(int(t.sum()) for _, t in train_tok + val_tok), 8)
-      train = seq2seq_rows(train_tok, tokenizer, cfg.seq_len, dec_len)
-      val = seq2seq_rows(val_tok, tokenizer, cfg.seq_len, dec_len)
-    else:
-      train = examples_to_rows(train_tok, cfg.seq_len, cfg.pack)
-      val = examples_to_rows(val_tok, cfg.seq_len, cfg.pack)
+    train = examples_to_rows(train_tok, cfg.seq_len, cfg.pack)
+    val = examples_to_rows(val_tok, cfg.seq_len, cfg.pack)
   if examples['train'] == 0:
     raise DataError(f'no training example of {cfg.source!r} survives sft.truncation={cfg.truncation!r}')
   for split, rows in (('train', train), ('validation', val)):
@@ -402,32 +407,70 @@ def _round_up(n: int, multiple: int) -> int:
   return -(-max(n, 1) // multiple) * multiple
 
 
-def seq2seq_input(prompt: Sequence[int], tokenizer: Tokenizer, seq_len: int) -> list[int]:
-  """An encoder-decoder's input: the prompt's tokens then EOS (as T5 ends its inputs), the
-  last ``seq_len`` of them (the start is cut, as the evaluation cuts long contexts)."""
-  toks = [int(t) for t in prompt] + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
-  return toks[-seq_len:]
+def seq2seq_examples(examples: list[tuple[list[Chunk], str]], tokenizer: Tokenizer, cfg: SFTConfig,
+                     counts: dict[str, int]) -> list[tuple[list[int], list[int]]]:
+  """(encoder tokens, decoder targets) per example, framed as ``Seq2SeqLM`` frames a request so
+  that a model is evaluated on what it was trained on: the prompt (its trailing whitespace
+  moved to the completion, as the harness splits) encoded alone with BOS when the tokenizer
+  adds one and EOS (T5 ends its inputs so), the completion encoded alone plus EOS
+  (``add_eos``). Each side is fitted to ``seq_len`` by ``truncation``: the prompt cut from the
+  left, the completion from the right. Raises DataError for a chat of several assistant turns
+  (one encoder input and one target a row)."""
+  bos = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
+  eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+  out, too_long = [], []
+  for chunks, where in examples:
+    flags = [trained for _, trained in chunks]
+    first_trained = next((i for i, f in enumerate(flags) if f), len(flags))
+    if not all(flags[first_trained:]):
+      raise DataError(f'{where}: an encoder-decoder takes one prompt and one completion a row; this example '
+                      'has prompt text after a trained turn (a multi-turn chat): split it into one example a turn')
+    prompt = ''.join(t for t, trained in chunks if not trained)
+    completion = ''.join(t for t, trained in chunks if trained)
+    n_spaces = len(prompt) - len(prompt.rstrip())
+    if n_spaces:
+      prompt, completion = prompt[:-n_spaces], prompt[-n_spaces:] + completion
+    target = [int(t) for t in tokenizer.encode(completion)]
+    if not target:
+      raise DataError(f'{where}: the completion {completion!r:.60} is empty after tokenisation; there is '
+                      'nothing to train on')
+    enc = bos + [int(t) for t in tokenizer.encode(prompt)] + eos
+    target += eos if cfg.add_eos else []
+    if len(enc) > cfg.seq_len or len(target) > cfg.seq_len:
+      too_long.append(where)
+      if cfg.truncation != 'truncate_prompt':
+        counts['dropped'] = counts.get('dropped', 0) + 1
+        continue
+      what = 'prompt_truncated' if len(enc) > cfg.seq_len else 'completion_truncated'
+      counts[what] = counts.get(what, 0) + 1
+      enc, target = enc[-cfg.seq_len:], target[:cfg.seq_len]
+    else:
+      counts['kept'] = counts.get('kept', 0) + 1
+    out.append((enc, target))
+  if too_long and cfg.truncation == 'fail':
+    raise DataError(f'{len(too_long)} of {len(examples)} examples have a prompt or completion longer than '
+                    f'seq_len={cfg.seq_len} tokens (the first: {too_long[0]}); raise sft.seq_len, or set '
+                    f"sft.truncation to 'truncate_prompt' or 'drop'")
+  return out
 
 
-def seq2seq_rows(token_examples: list[tuple[np.ndarray, np.ndarray]], tokenizer: Tokenizer, seq_len: int,
-                 dec_len: int) -> dict[str, np.ndarray]:
-  """One example a row for an encoder-decoder: 'inputs'/'positions'/'segments' [n, seq_len]
-  from the untrained prompt tokens, 'dec_inputs'/'targets'/'dec_positions'/'dec_segments'
-  [n, dec_len] from the trained ones (the completion and its EOS), the decoder input being
-  the start token (the tokenizer's pad id, as T5's) then the targets shifted right."""
-  n = len(token_examples)
+def seq2seq_rows(pairs: list[tuple[list[int], list[int]]], seq_len: int, dec_len: int, start_id: int
+                 ) -> dict[str, np.ndarray]:
+  """One example a row for an encoder-decoder: 'inputs'/'positions'/'segments' [n, seq_len] of
+  the encoder tokens, 'dec_inputs'/'targets'/'dec_positions'/'dec_segments' [n, dec_len] of the
+  targets, the decoder input being the start token (the pad id, as T5's) then the targets
+  shifted right."""
+  n = len(pairs)
   rows = {k: np.zeros((n, seq_len), np.int32) for k in ('inputs', 'positions', 'segments')}
   rows.update({k: np.zeros((n, dec_len), np.int32) for k in ('dec_inputs', 'targets', 'dec_positions',
                                                              'dec_segments')})
-  for r, (toks, trained) in enumerate(token_examples):
-    enc = seq2seq_input(toks[~trained], tokenizer, seq_len)
-    target = [int(t) for t in toks[trained]][:dec_len]
+  for r, (enc, target) in enumerate(pairs):
     rows['inputs'][r, :len(enc)] = enc
     rows['positions'][r, :len(enc)] = np.arange(len(enc))
     rows['segments'][r, :len(enc)] = 1
     k = len(target)
     rows['targets'][r, :k] = target
-    rows['dec_inputs'][r, :k] = [tokenizer.pad_id] + target[:-1]
+    rows['dec_inputs'][r, :k] = [start_id] + target[:-1]
     rows['dec_positions'][r, :k] = np.arange(k)
     rows['dec_segments'][r, :k] = 1
   return rows

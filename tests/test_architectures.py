@@ -223,10 +223,24 @@ def test_finetune_py_trains_a_classifier_on_bert_and_text_to_text_on_t5(tmp_path
   assert 0.0 <= out['best']['value'] <= 1.0 and '0-shot' in out['baseline']
   rows = read_metrics(str(tmp_path / 'ft'))
   assert rows[-1]['train_loss'] < rows[0]['train_loss'] and f'eval/{task}/acc' in rows[2]
-  cfg, _, params, _ = checkpoint.load_params(str(tmp_path / 'ft' / 'best'), None, None)
+  cfg, tok, params, _ = checkpoint.load_params(str(tmp_path / 'ft' / 'best'), None, None)
   if arch == 'bert':
-    assert cfg.num_labels == 2 and params['w_cls_dc'].shape == (cfg.d_model, 2)
-    assert out['trainable_params'] == out['total_params']
+    assert cfg.num_labels == 2 and cfg.labels == ('negative', 'positive')
+    assert params['w_cls_dc'].shape == (cfg.d_model, 2) and out['trainable_params'] == out['total_params']
+    # The checkpoint evaluates through its classes (not its untrained masked-LM head) on the tasks that fit.
+    import os
+
+    from llm import sharding
+    from llm.eval import evaluators
+    from llm.eval.encoder_scoring import ClassifierLM
+    from llm.eval.lms import make_lm
+    graphdef = nnx.split(nnx.eval_shape(lambda: build(cfg, jax.random.key(0))))[0]
+    lm = make_lm(graphdef, cfg, params, tok, sharding.make_mesh({'data': 1}, jax.devices()[:1]), max_length=32)
+    assert isinstance(lm, ClassifierLM)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ev = evaluators.FewShotEvaluator('dev', 'sst2_review,sst2_gen,shakespeare_ppl', [os.path.join(root, 'tasks')],
+                                     limit=8)
+    assert [r.name for r in ev.run(lm).results] == ['sst2_review']
 
 
 def test_finetune_heads_must_fit_the_checkpoint(tmp_path, pretrained):
@@ -270,6 +284,18 @@ def test_lora_merge_folds_every_adapter_of_t5():
   plain_graph = nnx.split(nnx.eval_shape(lambda: build(plain_cfg, jax.random.key(0))))[0]
   np.testing.assert_allclose(forward(nnx.merge(plain_graph, merged), enc, dec), adapted, atol=1e-4)
   assert not any('lora' in '/'.join(map(str, k)) for k in jax.tree_util.tree_flatten_with_path(merged)[0])
+  # Adapter dropout reaches T5's and BERT's adapters in training (a dropout key), as the decoder's.
+  for size in ('t5-smoke', 'bert-smoke'):
+    cfg = config_for_size(size, V, lora_rank=2, lora_targets=('q', 'up'), lora_dropout=0.5)
+    graph, state = nnx.split(build(cfg, jax.random.key(0)))
+    p = jax.tree_util.tree_map_with_path(
+        lambda path, x: np.ones(x.shape, np.float32) if str(path[-1].key).startswith('lora_b_') else x,
+        nnx.to_pure_dict(state))
+    batch = {'inputs': enc, 'dec_inputs': dec}
+    train = nnx.merge(graph, p).hidden(batch, jax.random.key(1))
+    same = nnx.merge(graph, p).hidden(batch, jax.random.key(1))
+    np.testing.assert_array_equal(train, same)
+    assert float(jnp.max(jnp.abs(train - nnx.merge(graph, p).hidden(batch)))) > 1e-3, size
 
 
 def test_evaluators_skip_generation_for_models_that_cannot_generate(capsys):
@@ -279,8 +305,11 @@ def test_evaluators_skip_generation_for_models_that_cannot_generate(capsys):
   from llm.eval import evaluators
 
   class Scores:
-    can_generate = False
     stats = {'requests': 0}
+
+    @staticmethod
+    def skip_reason(task):
+      return 'a generation task' if task.output_type == 'generate_until' else None
 
     def loglikelihood(self, requests):
       return [(-float(len(c)), False) for _, c in requests]
@@ -289,4 +318,32 @@ def test_evaluators_skip_generation_for_models_that_cannot_generate(capsys):
   ev = evaluators.FewShotEvaluator('dev', 'sst2_gen,sst2', [os.path.join(root, 'tasks')], limit=2)
   out = ev.run(Scores())
   assert [r.name for r in out.results] == ['sst2']
-  assert 'skipping sst2_gen' in capsys.readouterr().out
+  assert 'skipping sst2_gen (a generation task)' in capsys.readouterr().out
+
+
+def test_t5_fine_tuning_rows_are_framed_as_the_scorer_frames_requests(tmp_path):
+  """Prompt and completion are encoded alone (a SentencePiece completion tokenises differently
+  after a prompt), the encoder input ends with EOS, each side is cut to seq_len on its own
+  (prompt from the left, completion from the right), and a multi-turn chat is refused."""
+  from test_hf_encoders import write_t5_tokenizer
+
+  from llm import sft
+  from llm.data import DataError
+  from llm.tokenizer import ByteTokenizer, HFTokenizer
+  write_t5_tokenizer(str(tmp_path))
+  tok = HFTokenizer(str(tmp_path))
+  prompt, completion = 'sst2 sentence: a fine film ', 'positive'
+  (enc, target), = sft.seq2seq_examples([([(prompt, False), (completion, True)], 'd0')], tok,
+                                         sft.SFTConfig(source='x', seq_len=64), {})
+  assert enc == [*tok.encode(prompt.rstrip()), tok.eos_id] and target == [*tok.encode(' ' + completion), tok.eos_id]
+  counts = {}
+  byte = ByteTokenizer()
+  pairs = sft.seq2seq_examples([([('abcdefghij', False), ('0123', True)], 'a'), ([('ab', False), ('x' * 30, True)], 'b')],
+                               byte, sft.SFTConfig(source='x', seq_len=8), counts)
+  assert pairs[0][0] == list(byte.encode('defghij')) + [byte.eos_id]  # BOS and the start cut, EOS kept
+  assert pairs[0][1] == list(byte.encode('0123')) + [byte.eos_id]
+  assert pairs[1][0] == [byte.bos_id, *byte.encode('ab'), byte.eos_id] and len(pairs[1][1]) == 8
+  assert counts == {'prompt_truncated': 1, 'completion_truncated': 1}
+  with pytest.raises(DataError, match='multi-turn chat'):
+    sft.seq2seq_examples([([('u', False), ('a', True), ('v', False), ('b', True)], 'chat')], byte,
+                         sft.SFTConfig(source='x'), {})

@@ -201,7 +201,12 @@ class MaskedLM(_Scorer):
   See the module docstring for the framing, windows and truncation.
   """
 
-  can_generate = False  # evaluators skip generate_until tasks for it
+  @staticmethod
+  def skip_reason(task) -> str | None:
+    """Why an evaluator should leave ``task`` out (None: score it): a masked LM does not generate."""
+    if task.output_type == 'generate_until':
+      return 'a generation task; a masked LM does not generate'
+    return None
 
   def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, params: trainer.Params, tokenizer: Tokenizer,
                mesh: Mesh, *, max_length: int | None = None, batch_rows: int = 16,
@@ -625,13 +630,24 @@ class ClassifierLM(_Scorer):
   (longer contexts keep their start, as there); each distinct context is classified once.
   """
 
-  can_generate = False
+  def skip_reason(self, task) -> str | None:
+    """Why an evaluator should leave ``task`` out: a classifier answers multiple-choice tasks over its classes."""
+    if task.output_type != 'multiple_choice':
+      return f'{task.output_type}; a classifier answers multiple-choice tasks over its classes only'
+    try:
+      names = task.class_names()
+    except ValueError as e:
+      return str(e)
+    if [n.strip() for n in names] != self.labels:
+      return f'its choices {names} are not the classifier\'s classes {self.labels}'
+    return None
 
   def __init__(self, graphdef: nnx.GraphDef, cfg: ModelConfig, params: trainer.Params, tokenizer: Tokenizer,
                mesh: Mesh, labels: Sequence[str], *, max_length: int | None = None, batch_rows: int = 16):
     super().__init__(cfg, tokenizer, mesh, max_length, batch_rows, None)
     if not cfg.num_labels or cfg.num_labels != len(labels):
-      raise ValueError(f'the model has a classifier of {cfg.num_labels} classes, not one for {list(labels)}')
+      raise ValueError(f'the model has a classifier of {cfg.num_labels} classes, not one for {list(labels)} '
+                       '(a checkpoint fine-tuned before class names were recorded: fine-tune it again)')
     self.labels = [str(x).strip() for x in labels]
     self.params = _on_mesh(params, mesh)
     self._fn = _classify_fn(graphdef, mesh)

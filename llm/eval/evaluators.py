@@ -71,12 +71,12 @@ class FewShotEvaluator:
     t0 = time.perf_counter()
     before = dict(lm.stats)
     tasks = self.tasks
-    if not getattr(lm, 'can_generate', True):  # a masked LM or a classifier: generation tasks do not apply
-      skipped = [t.name for t in tasks if t.output_type == 'generate_until']
-      if skipped:
-        print(f'{self.name}: skipping {", ".join(skipped)} (generation tasks; {type(lm).__name__} does not '
-              f'generate)', flush=True)
-      tasks = [t for t in tasks if t.output_type != 'generate_until']
+    reason = getattr(lm, 'skip_reason', None)  # a masked LM cannot generate; a classifier answers its classes only
+    if reason is not None:
+      skipped = {t.name: why for t in tasks if (why := reason(t))}
+      for name, why in skipped.items():
+        print(f'{self.name}: skipping {name} ({why})', flush=True)
+      tasks = [t for t in tasks if t.name not in skipped]
     results = [tasks_lib.evaluate_task(task, self.lm_for(task, lm), limit=self.limit) for task in tasks]
     return EvalOutput(self.name, results, time.perf_counter() - t0, _stats_delta(before, lm.stats))
 

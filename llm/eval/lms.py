@@ -2,6 +2,7 @@
 
   decoder          ``llm.eval.scorer.ModelLM`` with KV-cache generation (``evaluators.make_generate_fn``)
   encoder          ``llm.eval.encoder_scoring.MaskedLM``: pseudo-log-likelihood; no generation
+                   (fine-tuned with a classifier: ``ClassifierLM``, through its class names)
   encoder_decoder  ``llm.eval.encoder_scoring.Seq2SeqLM``: log p(continuation | encoder input = context),
                    generation with the encoder once and a decoder KV cache (``llm.eval.seq2seq``)
 
@@ -16,12 +17,12 @@ from jax.sharding import Mesh
 
 from llm import trainer
 from llm.eval import evaluators
-from llm.eval.encoder_scoring import MaskedLM, Seq2SeqLM
+from llm.eval.encoder_scoring import ClassifierLM, MaskedLM, Seq2SeqLM
 from llm.eval.scorer import ModelLM
 from llm.models import ModelConfig
 from llm.tokenizer import Tokenizer
 
-LM = ModelLM | MaskedLM | Seq2SeqLM
+LM = ModelLM | MaskedLM | Seq2SeqLM | ClassifierLM
 
 
 def make_lm(graphdef: nnx.GraphDef, model_cfg: ModelConfig, params: trainer.Params, tokenizer: Tokenizer,
@@ -38,6 +39,9 @@ def make_lm(graphdef: nnx.GraphDef, model_cfg: ModelConfig, params: trainer.Para
     return ModelLM(graphdef, model_cfg, params, tokenizer, mesh, **kw,
                    generate_fn=evaluators.make_generate_fn(graphdef, model_cfg, params, tokenizer, mesh,
                                                            max_length=max_length))
+  if model_cfg.arch == 'encoder' and model_cfg.num_labels:  # fine-tuned: it answers through its classes
+    return ClassifierLM(graphdef, model_cfg, params, tokenizer, mesh, model_cfg.labels, batch_rows=batch_rows,
+                        max_length=max_length)
   if model_cfg.arch == 'encoder':
     return MaskedLM(graphdef, model_cfg, params, tokenizer, mesh, **kw)
   if model_cfg.arch == 'encoder_decoder':

@@ -51,6 +51,7 @@ class ModelConfig:
   rel_buckets: int = 32  # relative position buckets (t5), half per direction in the encoder
   rel_max_distance: int = 128  # distances beyond this share the last bucket
   num_labels: int = 0  # encoder: a classifier on the first token with this many classes (fine-tuning); 0 = none
+  labels: tuple[str, ...] = ()  # the classifier's class names by index (as Hugging Face's id2label)
   rope_theta: float = 10_000.0  # RoPE base (Su et al., 2021)
   norm_eps: float = 1e-5
   vocab_multiple: int = 128  # pad the embedding rows to a multiple of this (MXU/tensor-core friendly)
@@ -77,6 +78,7 @@ class ModelConfig:
     if f not in FAMILIES:
       raise ValueError(f'model.family must be one of {list(FAMILIES)}, got {f!r}')
     object.__setattr__(self, 'lora_targets', tuple(self.lora_targets or ()))  # JSON gives a list
+    object.__setattr__(self, 'labels', tuple(self.labels or ()))
     mlp = self.mlp or {'llama': 'swiglu', 'gpt2': 'gelu', 'bert': 'gelu_exact', 't5': 'geglu'}[f]
     arch = self.arch or ARCH_OF_FAMILY[f]
     defaults = dict(
@@ -103,6 +105,12 @@ class ModelConfig:
     if (self.arch == 'encoder_decoder') != (self.positions == 'relative'):
       raise ValueError(f'model.positions={self.positions!r} with model.arch={self.arch!r}: relative position '
                        'biases are implemented for the encoder-decoder only, and it uses nothing else')
+    if self.arch != 'encoder' and (self.norm_position == 'post' or self.type_vocab_size):
+      raise ValueError(f'model.norm_position={self.norm_position!r}, model.type_vocab_size={self.type_vocab_size}: '
+                       f'post-norm blocks and token types are the encoder\'s (BERT); the {self.arch} is pre-norm '
+                       'without token types')
+    if self.labels and len(self.labels) != self.num_labels:
+      raise ValueError(f'model.labels names {len(self.labels)} classes but model.num_labels={self.num_labels}')
     if self.num_labels and self.arch != 'encoder':
       raise ValueError(f'model.num_labels={self.num_labels}: the first-token classifier is an encoder\'s head; '
                        f'a {self.arch} is fine-tuned text to text')

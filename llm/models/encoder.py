@@ -21,6 +21,14 @@ from llm.models.layers import (MLP, Attention, Norm, _ACTIVATIONS, constrain, dr
                                mask_padded_vocab, padded_vocab_param, param, run_stack, stack)
 
 
+def lora_keys(dropout_key: jax.Array | None, cfg: ModelConfig, n: int) -> tuple:
+  """Adapter-dropout keys for a block's ``n`` adapted modules, from their own stream (so the
+  residual dropout masks do not change), as the decoder's Block draws them; Nones without."""
+  if dropout_key is None or cfg.lora_dropout == 0:
+    return (None,) * n
+  return tuple(jax.random.split(jax.random.fold_in(dropout_key, 0x10a), n))
+
+
 class EncoderBlock(nnx.Module):
   """Self-attention then MLP, each a residual branch: post-norm (BERT) or pre-norm."""
 
@@ -35,13 +43,14 @@ class EncoderBlock(nnx.Module):
   def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None,
                dropout_key: jax.Array | None = None, with_weights: bool = False):
     k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+    la, lm = lora_keys(dropout_key, self.cfg, 2)
     post = self.cfg.norm_position == 'post'
     a_btd, _, weights = self.attn(x_btd if post else self.attn_norm(x_btd), positions_bt, segments_bt,
-                                  with_weights=with_weights)
+                                  with_weights=with_weights, lora_key=la)
     x_btd = x_btd + dropout(a_btd, self.cfg.dropout, k1)
     if post:
       x_btd = self.attn_norm(x_btd)
-    m_btd = self.mlp(x_btd if post else self.mlp_norm(x_btd))
+    m_btd = self.mlp(x_btd if post else self.mlp_norm(x_btd), lm)
     x_btd = x_btd + dropout(m_btd, self.cfg.dropout, k2)
     if post:
       x_btd = self.mlp_norm(x_btd)

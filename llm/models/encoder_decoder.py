@@ -23,6 +23,7 @@ from flax import nnx
 
 from llm.models.config import ModelConfig
 from llm.models.decoder import TrunkOutput
+from llm.models.encoder import lora_keys
 from llm.models.layers import (MLP, Attention, KVCache, LayerCache, Memory, Norm, RelativeBias, constrain, dropout,
                                embed_tokens, layer_keys, mask_padded_vocab, padded_vocab_param, run_stack, stack)
 
@@ -40,10 +41,11 @@ class EncoderLayer(nnx.Module):
 
   def __call__(self, x_btd, positions_bt, segments_bt, bias_fn, dropout_key=None, with_weights=False):
     k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+    la, lm = lora_keys(dropout_key, self.cfg, 2)
     a_btd, _, weights = self.attn(self.attn_norm(x_btd), positions_bt, segments_bt, with_weights=with_weights,
-                                  bias_fn=bias_fn)
+                                  lora_key=la, bias_fn=bias_fn)
     x_btd = x_btd + dropout(a_btd, self.cfg.dropout, k1)
-    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd)), self.cfg.dropout, k2)
+    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd), lm), self.cfg.dropout, k2)
     return constrain(x_btd, _ACT), weights
 
 
@@ -61,12 +63,13 @@ class DecoderLayer(nnx.Module):
   def __call__(self, x_btd, positions_bt, segments_bt, bias_fn, memory: Memory, cache=None, dropout_key=None,
                with_weights=False):
     k1, k2, k3 = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
+    la, lc, lm = lora_keys(dropout_key, self.cfg, 3)
     a_btd, cache, weights = self.attn(self.attn_norm(x_btd), positions_bt, segments_bt, cache=cache,
-                                      with_weights=with_weights, bias_fn=bias_fn)
+                                      with_weights=with_weights, lora_key=la, bias_fn=bias_fn)
     x_btd = x_btd + dropout(a_btd, self.cfg.dropout, k1)
-    c_btd, _, _ = self.cross(self.cross_norm(x_btd), positions_bt, segments_bt, memory=memory)
+    c_btd, _, _ = self.cross(self.cross_norm(x_btd), positions_bt, segments_bt, lora_key=lc, memory=memory)
     x_btd = x_btd + dropout(c_btd, self.cfg.dropout, k2)
-    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd)), self.cfg.dropout, k3)
+    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd), lm), self.cfg.dropout, k3)
     return constrain(x_btd, _ACT), cache, weights
 
 
@@ -120,7 +123,11 @@ class EncoderDecoder(nnx.Module):
     return TrunkOutput(x, None, residuals, weights)
 
   def memory(self, enc_bsd: jax.Array, segments_bs: jax.Array | None = None) -> Memory:
-    """Every decoder layer's cross-attention keys and values [l, b, s, k, h] of the encoder output, once."""
+    """Every decoder layer's cross-attention keys and values [l, b, s, k, h] of the encoder output, once.
+
+    Projected before the decoder's layers run, so adapter dropout (``lora_dropout``) does not
+    reach the cross-attention's key and value adapters; their queries' and outputs' it does.
+    """
     graph, stacked = nnx.split(self.dec_blocks)
 
     def one(state):
