@@ -100,6 +100,14 @@ def test_padding_never_leaks_and_packed_rows_equal_documents_alone():
   enc2[0, 5:] = rows(1, 3, 6)
   np.testing.assert_array_equal(np.asarray(padded), np.asarray(logits(t5, jnp.asarray(enc2))))
   np.testing.assert_allclose(padded, forward(t5, jnp.asarray(a), jnp.asarray(dec)), atol=1e-5)
+  # Two examples packed in one T5 row (segments 1 and 2 on both sides) score as each alone.
+  e1, e2, d1, d2 = rows(1, 4, 7), rows(1, 3, 8), rows(1, 3, 9), rows(1, 2, 10)
+  packed = {'inputs': jnp.asarray(np.concatenate([e1, e2], 1)), 'segments': jnp.asarray([[1] * 4 + [2] * 3]),
+            'positions': jnp.asarray([[0, 1, 2, 3, 0, 1, 2]]), 'dec_inputs': jnp.asarray(np.concatenate([d1, d2], 1)),
+            'dec_segments': jnp.asarray([[1] * 3 + [2] * 2]), 'dec_positions': jnp.asarray([[0, 1, 2, 0, 1]])}
+  both = nnx.jit(lambda m, b: m.head(m.hidden(b)))(t5, packed)
+  np.testing.assert_allclose(both[0, :3], forward(t5, jnp.asarray(e1), jnp.asarray(d1))[0], atol=1e-5)
+  np.testing.assert_allclose(both[0, 3:], forward(t5, jnp.asarray(e2), jnp.asarray(d2))[0], atol=1e-5)
 
 
 def test_losses_read_each_architectures_fields():

@@ -331,9 +331,14 @@ class Attention(nnx.Module):
   def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None,
                branches_bt: jax.Array | None = None, cache: 'LayerCache | None' = None,
                with_weights: bool = False, lora_key: jax.Array | None = None, *,
-               bias_fn: BiasFn | None = None, memory: Memory | None = None
+               bias_fn: BiasFn | None = None, memory: Memory | None = None, with_heads: bool = False
                ) -> tuple[jax.Array, 'LayerCache | None', jax.Array | None]:
-    """(output [b, t, d], updated layer cache, attention weights [b, n, t, s] or None)."""
+    """(output [b, t, d], updated layer cache, attention weights [b, n, t, s] or None).
+
+    ``with_heads`` appends a fourth element, each head's output [b, t, n, d] already
+    projected by its slice of w_o (their sum over n is the output less the bias b_o),
+    for interpretability (``llm/interp``).
+    """
     cfg, dt = self.cfg, x_btd.dtype
     kq, kk, kv, ko = jax.random.split(lora_key, 4) if lora_key is not None else (None,) * 4
     q_btnh = adapted('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt), self, 'q', cfg, kq)
@@ -348,7 +353,9 @@ class Attention(nnx.Module):
     scale = cfg.scale_attention
     if memory is not None:
       seg_bt = jnp.ones(q_btnh.shape[:2], jnp.int32) if segments_bt is None else segments_bt
-      mask_bts = (seg_bt[:, :, None] > 0) & (memory.segments_bs[:, None, :] > 0)
+      # A target token sees the inputs of its own example only (same segment id on both sides;
+      # padding, 0, sees nothing), so packed encoder-decoder rows keep their examples apart.
+      mask_bts = (seg_bt[:, :, None] == memory.segments_bs[:, None, :]) & (memory.segments_bs[:, None, :] > 0)
       o_btnh, weights = xla_attention(q_btnh, [(memory.k_bskh, memory.v_bskh, mask_bts, None)], scale)
     elif cache is not None:
       # Attend to the slots written so far plus this chunk's own keys, as two parts of one
@@ -379,6 +386,12 @@ class Attention(nnx.Module):
     out_btd = adapted('btnh,nhd->btd', o_btnh, self.w_o_nhd[...].astype(dt), self, 'o', cfg, ko)
     if cfg.use_bias:
       out_btd += self.b_o_d[...].astype(dt)
+    if with_heads:
+      w_o_nhd = self.w_o_nhd[...].astype(dt)
+      if getattr(self, 'lora_a_o', None) is not None:  # the adapter merged, so the heads still sum to the output
+        w_o_nhd += (cfg.lora_scale * jnp.einsum('nhr,rd->nhd', self.lora_a_o[...], self.lora_b_o[...])).astype(dt)
+      heads_btnd = jnp.einsum('btnh,nhd->btnd', o_btnh, w_o_nhd)
+      return out_btd, cache, (weights if with_weights else None), heads_btnd
     return out_btd, cache, (weights if with_weights else None)
 
 
