@@ -35,16 +35,20 @@ class Block(nnx.Module):
     self.mlp = MLP(cfg, km)
 
   def __call__(self, x_btd, positions_bt, segments_bt, dropout_key=None, branches_bt=None, cache=None,
-               with_weights=False):
+               with_weights=False, with_parts=False):
+    """(output, cache, attention weights or None); ``with_parts`` appends
+    (per-head outputs [b, t, n, d], MLP output [b, t, d])."""
     k1, k2 = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
     # Adapter dropout draws from its own stream, so the residual dropout masks do not change.
     la, lm = (jax.random.split(jax.random.fold_in(dropout_key, 0x10a))
               if dropout_key is not None and self.cfg.lora_dropout > 0 else (None, None))
-    a_btd, cache, weights = self.attn(self.attn_norm(x_btd), positions_bt, segments_bt, branches_bt, cache,
-                                      with_weights, la)
+    a_btd, cache, weights, *heads = self.attn(self.attn_norm(x_btd), positions_bt, segments_bt, branches_bt, cache,
+                                              with_weights, la, with_heads=with_parts)
     x_btd = x_btd + dropout(a_btd, self.cfg.dropout, k1)
-    x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd), lm), self.cfg.dropout, k2)
-    return constrain(x_btd, ('act_batch', 'act_length', 'act_embed')), cache, weights
+    m_btd = self.mlp(self.mlp_norm(x_btd), lm)
+    x_btd = x_btd + dropout(m_btd, self.cfg.dropout, k2)
+    out = constrain(x_btd, ('act_batch', 'act_length', 'act_embed')), cache, weights
+    return out + ((heads[0], m_btd),) if with_parts else out
 
 
 class Transformer(nnx.Module):
@@ -80,7 +84,8 @@ class Transformer(nnx.Module):
   def trunk(self, tokens_bt: jax.Array, positions_bt: jax.Array | None = None,
             segments_bt: jax.Array | None = None, *, branches_bt: jax.Array | None = None,
             cache: KVCache | None = None, dropout_key: jax.Array | None = None,
-            collect: tuple[str, ...] = ()) -> 'TrunkOutput':
+            collect: tuple[str, ...] = (), embeds_btd: jax.Array | None = None,
+            patch: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> 'TrunkOutput':
     """Embeddings and blocks up to the final norm.
 
     tokens_bt: int token ids [b, t]. positions_bt: position of each token inside its
@@ -89,20 +94,29 @@ class Transformer(nnx.Module):
     document a row. branches_bt: continuations sharing a context (see attention_mask).
     cache: a KVCache to attend to and extend (decoding); its ``index`` advances by t.
     dropout_key: enables dropout when given (training). collect: 'residuals' returns
-    each block's output [l, b, t, d], 'attention' each layer's weights [l, b, n, t, s].
+    each block's output [l, b, t, d], 'attention' each layer's weights [l, b, n, t, s],
+    'heads' each head's output projected by its slice of w_o [l, b, t, n, d] and 'mlp'
+    each MLP's output [l, b, t, d] (both before residual dropout).
+
+    For interpretability (``llm/interp``): embeds_btd replaces the token embedding lookup
+    (tokens_bt may then be None; learned positions are still added). patch = (layer
+    index, mask [b, t] bool, values [b, t, d]) replaces that layer's block output where
+    the mask is set, before the next layer reads it; the index may be traced, so one
+    compiled program patches any layer (e.g. under vmap).
     """
     cfg = self.cfg
     dt = jnp.dtype(cfg.dtype)
-    b, t = tokens_bt.shape
+    b, t = (tokens_bt if embeds_btd is None else embeds_btd).shape[:2]
     if positions_bt is None:
       positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     if cache is not None and segments_bt is None:
       segments_bt = jnp.ones((b, t), jnp.int32)
-    unknown = set(collect) - {'residuals', 'attention'}
+    unknown = set(collect) - {'residuals', 'attention', 'heads', 'mlp'}
     if unknown:
-      raise ValueError(f"collect takes 'residuals' and 'attention', got {sorted(unknown)}")
+      raise ValueError(f"collect takes 'residuals', 'attention', 'heads' and 'mlp', got {sorted(unknown)}")
     with_weights = 'attention' in collect
-    x_btd = embed_tokens(self.embed_vd, tokens_bt, dt)
+    with_parts = 'heads' in collect or 'mlp' in collect
+    x_btd = embed_tokens(self.embed_vd, tokens_bt, dt) if embeds_btd is None else embeds_btd.astype(dt)
     if cfg.positions == 'learned':
       x_btd = x_btd + jnp.take(self.pos_td[...], positions_bt, axis=0).astype(dt)
     emb_key, layers_key = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
@@ -114,20 +128,26 @@ class Transformer(nnx.Module):
       shared = dict(positions_bs=cache.positions_bs, segments_bs=cache.segments_bs, index=cache.index)
 
     def body(block, x_btd, layer):
-      key, kv = layer
+      key, kv, index = layer
       layer_cache = None if kv is None else LayerCache(kv[0], kv[1], **shared)
-      x_btd, layer_cache, weights = block(x_btd, positions_bt, segments_bt, key, branches_bt, layer_cache,
-                                          with_weights)
+      x_btd, layer_cache, weights, *parts = block(x_btd, positions_bt, segments_bt, key, branches_bt, layer_cache,
+                                                  with_weights, with_parts)
+      if patch is not None:
+        at, mask_bt, values_btd = patch
+        x_btd = jnp.where((index == at) & mask_bt[..., None], values_btd.astype(x_btd.dtype), x_btd)
+      heads_btnd, mlp_btd = parts[0] if parts else (None, None)
       kv = None if layer_cache is None else (layer_cache.k_bskh, layer_cache.v_bskh)
-      return x_btd, (kv, x_btd if 'residuals' in collect else None, weights)
+      return x_btd, (kv, x_btd if 'residuals' in collect else None, weights,
+                     heads_btnd if 'heads' in collect else None, mlp_btd if 'mlp' in collect else None)
 
     kvs = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
-    x_btd, (kvs, residuals, weights) = run_stack(self.blocks, cfg, x_btd, (layer_keys(layers_key, cfg.n_layers), kvs),
-                                                 body, cfg.n_layers)
+    index_l = None if patch is None else jnp.arange(cfg.n_layers)
+    x_btd, (kvs, residuals, weights, heads, mlps) = run_stack(
+        self.blocks, cfg, x_btd, (layer_keys(layers_key, cfg.n_layers), kvs, index_l), body, cfg.n_layers)
 
     if cache is not None:  # one in-place write of the chunk for all layers
       cache = cache.written(kvs, positions_bt, segments_bt)
-    return TrunkOutput(self.final_norm(x_btd), cache, residuals, weights)
+    return TrunkOutput(self.final_norm(x_btd), cache, residuals, weights, heads, mlps)
 
   def head(self, x_btd: jax.Array) -> jax.Array:
     """Final hidden states [b, t, d] -> logits [b, t, padded_vocab] in float32, padding rows masked."""
@@ -151,5 +171,7 @@ class TrunkOutput:
   cache: KVCache | None  # the extended cache when one was given
   residuals_lbtd: jax.Array | None  # each block's output (collect='residuals')
   attention_lbnts: jax.Array | None  # each layer's attention weights (collect='attention')
+  heads_lbtnd: jax.Array | None = None  # each head's output through its slice of w_o (collect='heads')
+  mlp_lbtd: jax.Array | None = None  # each MLP's output (collect='mlp')
 
 
