@@ -45,7 +45,8 @@ def test_builder_picks_the_architecture_of_the_family():
 @pytest.mark.parametrize('size', sorted(SIZES))
 def test_param_count_is_the_models(size):
   """param_count (used for MFU and reports) equals the built model's, for every size and the switches."""
-  for extra in ({}, {'tie_embeddings': True, 'use_bias': True}, {'lora_rank': 2, 'lora_targets': ('q', 'up')}):
+  variants = ({}, {'tie_embeddings': True, 'use_bias': True}, {'lora_rank': 2, 'lora_targets': ('q', 'up')})
+  for extra in variants if SIZES[size]['d_model'] <= 256 else variants[:1]:  # the switches on the small ones
     cfg = config_for_size(size, V, **extra)
     if cfg.d_model > 1024:
       continue  # the same formula; spare the abstract trace of the 7b
@@ -53,15 +54,14 @@ def test_param_count_is_the_models(size):
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == cfg.param_count(), (size, extra)
 
 
-def test_encoder_sees_the_future_and_the_decoder_does_not():
+def test_encoder_sees_the_future_and_t5s_decoder_does_not():
+  """(The decoder's causality is tests/test_model.py's.)"""
   x = rows(1, 12)
   y = x.copy()
   y[0, -1] = (y[0, -1] + 1 - 3) % (V - 3) + 3  # change only the last token
-  for size, sees in (('bert-smoke', True), ('smoke', False)):
-    _, model = make(size)
-    a, b = forward(model, jnp.asarray(x)), forward(model, jnp.asarray(y))
-    changed = float(jnp.max(jnp.abs(a[0, 0] - b[0, 0])))
-    assert (changed > 1e-4) == sees, (size, changed)
+  _, model = make('bert-smoke')
+  a, b = forward(model, jnp.asarray(x)), forward(model, jnp.asarray(y))
+  assert float(jnp.max(jnp.abs(a[0, 0] - b[0, 0]))) > 1e-4
   _, t5 = make('t5-smoke')
   dec = jnp.asarray(rows(1, 6, 1))
   enc_changed = forward(t5, jnp.asarray(x), dec) - forward(t5, jnp.asarray(y), dec)
@@ -300,10 +300,11 @@ def test_lora_merge_folds_every_adapter_of_t5():
         lambda path, x: np.ones(x.shape, np.float32) if str(path[-1].key).startswith('lora_b_') else x,
         nnx.to_pure_dict(state))
     batch = {'inputs': enc, 'dec_inputs': dec}
-    train = nnx.merge(graph, p).hidden(batch, jax.random.key(1))
-    same = nnx.merge(graph, p).hidden(batch, jax.random.key(1))
-    np.testing.assert_array_equal(train, same)
-    assert float(jnp.max(jnp.abs(train - nnx.merge(graph, p).hidden(batch)))) > 1e-3, size
+    hidden = jax.jit(lambda p, key: nnx.merge(graph, p).hidden(batch, key))
+    train = hidden(p, jax.random.key(1))
+    np.testing.assert_array_equal(train, hidden(p, jax.random.key(1)))
+    plain = jax.jit(lambda p: nnx.merge(graph, p).hidden(batch))(p)
+    assert float(jnp.max(jnp.abs(train - plain))) > 1e-3, size
 
 
 def test_evaluators_skip_generation_for_models_that_cannot_generate(capsys):
