@@ -222,11 +222,17 @@ def _llama_fields(hf: dict[str, Any]) -> dict[str, Any]:
               tie_embeddings=hf.get('tie_word_embeddings', False), init_std=hf.get('initializer_range', 0.02))
 
 
+def _activation(hf: dict[str, Any], key: str, default: str, table: dict[str, str], family: str) -> str:
+  """Our ``mlp`` for config.json's activation field ``key``; HFError listing the supported values."""
+  value = hf.get(key, default)
+  if value not in table:
+    raise HFError(f'config.json: {key}={value!r} is not supported ({family} imports with '
+                  f'{", ".join(sorted(table))})')
+  return table[value]
+
+
 def _bert_fields(hf: dict[str, Any]) -> dict[str, Any]:
-  act = hf.get('hidden_act', 'gelu')
-  if act not in _BERT_ACT:
-    raise HFError(f'config.json: hidden_act={act!r} is not supported (BERT imports with '
-                  f'{", ".join(sorted(_BERT_ACT))})')
+  mlp = _activation(hf, 'hidden_act', 'gelu', _BERT_ACT, 'BERT')
   # Relative position embeddings (transformers 4's relative_key*) and decoder use have no counterpart.
   _require(hf, {'position_embedding_type': 'absolute', 'is_decoder': False, 'add_cross_attention': False})
   d, n = hf['hidden_size'], hf['num_attention_heads']
@@ -234,21 +240,18 @@ def _bert_fields(hf: dict[str, Any]) -> dict[str, Any]:
     raise HFError(f'config.json: hidden_size={d} is not a multiple of num_attention_heads={n}')
   return dict(family='bert', d_model=d, n_layers=hf['num_hidden_layers'], n_heads=n, d_head=d // n,
               d_ff=hf['intermediate_size'], max_seq_len=hf.get('max_position_embeddings', 512),
-              type_vocab_size=hf.get('type_vocab_size', 2), mlp=_BERT_ACT[act],
+              type_vocab_size=hf.get('type_vocab_size', 2), mlp=mlp,
               norm_eps=hf.get('layer_norm_eps', 1e-12), use_bias=True,
               tie_embeddings=hf.get('tie_word_embeddings', True), init_std=hf.get('initializer_range', 0.02))
 
 
 def _t5_fields(hf: dict[str, Any]) -> dict[str, Any]:
-  proj = hf.get('feed_forward_proj', 'relu')
-  if proj not in _T5_ACT:
-    raise HFError(f'config.json: feed_forward_proj={proj!r} is not supported (T5 imports with '
-                  f'{", ".join(sorted(_T5_ACT))})')
+  mlp = _activation(hf, 'feed_forward_proj', 'relu', _T5_ACT, 'T5')
   _require(hf, {'is_encoder_decoder': True, 'is_decoder': False})
   n_layers = hf['num_layers']
   return dict(family='t5', d_model=hf['d_model'], n_layers=n_layers,
               n_decoder_layers=hf.get('num_decoder_layers') or n_layers, n_heads=hf['num_heads'],
-              d_head=hf['d_kv'], d_ff=hf['d_ff'], mlp=_T5_ACT[proj],
+              d_head=hf['d_kv'], d_ff=hf['d_ff'], mlp=mlp,
               rel_buckets=hf.get('relative_attention_num_buckets', 32),
               rel_max_distance=hf.get('relative_attention_max_distance', 128),
               # T5 has no position table, so no length limit; n_positions (when given) is its training length.

@@ -352,11 +352,15 @@ def _tokenize_all(examples: list[tuple[list[Chunk], str]], tokenizer: Tokenizer,
       counts['no_target'] = counts.get('no_target', 0) + 1
       continue
     out.append((toks, trained))
-  if too_long and cfg.truncation == 'fail':
-    raise DataError(f'{len(too_long)} of {len(examples)} examples are longer than seq_len={cfg.seq_len} + 1 '
-                    f'tokens (the first: {too_long[0]}); raise sft.seq_len, or set sft.truncation to '
-                    f"'truncate_prompt' or 'drop'")
+  _refuse_too_long(too_long, len(examples), cfg, f'are longer than seq_len={cfg.seq_len} + 1 tokens')
   return out
+
+
+def _refuse_too_long(too_long: list[str], n: int, cfg: SFTConfig, what: str) -> None:
+  """Under truncation='fail': one error counting the examples that do not fit and naming the first."""
+  if too_long and cfg.truncation == 'fail':
+    raise DataError(f'{len(too_long)} of {n} examples {what} (the first: {too_long[0]}); raise sft.seq_len, '
+                    f"or set sft.truncation to 'truncate_prompt' or 'drop'")
 
 
 def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: Sequence[str] = ('tasks',),
@@ -447,10 +451,8 @@ def seq2seq_examples(examples: list[tuple[list[Chunk], str]], tokenizer: Tokeniz
     else:
       counts['kept'] = counts.get('kept', 0) + 1
     out.append((enc, target))
-  if too_long and cfg.truncation == 'fail':
-    raise DataError(f'{len(too_long)} of {len(examples)} examples have a prompt or completion longer than '
-                    f'seq_len={cfg.seq_len} tokens (the first: {too_long[0]}); raise sft.seq_len, or set '
-                    f"sft.truncation to 'truncate_prompt' or 'drop'")
+  _refuse_too_long(too_long, len(examples), cfg,
+                   f'have a prompt or completion longer than seq_len={cfg.seq_len} tokens')
   return out
 
 
@@ -524,9 +526,6 @@ def classification_rows(examples: list[tuple[list[Chunk], str]], tokenizer: Toke
     rows['positions'].append(list(range(len(toks))) + [0] * pad)
     rows['segments'].append([1] * len(toks) + [0] * pad)
     rows['labels'].append([labels.index(answer)])
-  if too_long and cfg.truncation == 'fail':
-    raise DataError(f'{len(too_long)} of {len(examples)} examples are longer than seq_len={cfg.seq_len} tokens '
-                    f'(the first: {too_long[0]}); raise sft.seq_len, or set sft.truncation to '
-                    f"'truncate_prompt' or 'drop'")
+  _refuse_too_long(too_long, len(examples), cfg, f'are longer than seq_len={cfg.seq_len} tokens')
   width = {'labels': 1}
   return {k: np.asarray(v, np.int32).reshape(-1, width.get(k, cfg.seq_len)) for k, v in rows.items()}

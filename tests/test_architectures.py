@@ -159,6 +159,73 @@ def test_config_errors_name_the_fix():
     ModelConfig(vocab_size=V, family='t5', positions='rope')
   with pytest.raises(ValueError, match="one of \\['llama', 'gpt2', 'bert', 't5'\\]"):
     ModelConfig(vocab_size=V, family='roberta')
+  with pytest.raises(ValueError, match="post-norm blocks and token types are the encoder's"):
+    ModelConfig(vocab_size=V, family='llama', norm_position='post')
+  with pytest.raises(ValueError, match="post-norm blocks and token types are the encoder's"):
+    ModelConfig(vocab_size=V, family='t5', type_vocab_size=2)
+  with pytest.raises(ValueError, match='first-token classifier is an encoder'):
+    ModelConfig(vocab_size=V, family='t5', num_labels=2)
+  with pytest.raises(ValueError, match='names 1 classes but model.num_labels=2'):
+    ModelConfig(vocab_size=V, family='bert', num_labels=2, labels=('a',))
+  from llm import bench
+  with pytest.raises(ValueError, match=r"--size=t5-tiny is an encoder_decoder model .* not --arch=encoder"):
+    bench.run_benchmark('t5-tiny', 16, 2, arch='encoder')
+
+
+def test_bad_checkpoints_and_adapters_are_one_message(tmp_path):
+  """A checkpoint this version cannot build (an old decoder saved bidirectional) is CheckpointMismatch;
+  the harness adapter, which only the decoder's scorer answers, refuses a BERT checkpoint by name."""
+  import json
+
+  from llm import checkpoint
+  from llm.lm_eval_adapter import load_scorer
+  from llm.tokenizer import ByteTokenizer
+  cfg = config_for_size('bert-smoke', 260)
+  params = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build(cfg, jax.random.key(0)))))
+  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), params)
+  spec = ByteTokenizer(mask=True).spec()
+  checkpoint.save_params(str(tmp_path / 'bert'), cfg, spec, params)
+  with pytest.raises(ValueError, match='holds an encoder .*harness adapter scores decoders'):
+    load_scorer(str(tmp_path / 'bert'))
+  checkpoint.save_params(str(tmp_path / 'old'), config_for_size('smoke', 259), ByteTokenizer().spec(),
+                         jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), nnx.to_pure_dict(nnx.state(
+                             nnx.eval_shape(lambda: build(config_for_size('smoke', 259), jax.random.key(0)))))))
+  path = str(tmp_path / 'old' / 'checkpoints' / '0' / 'meta' / 'metadata')  # Orbax's JSON item
+  with open(path) as f:
+    meta = json.load(f)
+  meta['model']['causal'] = False  # what the old ModelConfig allowed
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+  with pytest.raises(checkpoint.CheckpointMismatch, match='cannot build: model.causal=False with model.arch=decoder'):
+    checkpoint.load_params(str(tmp_path / 'old'))
+
+
+def test_classifier_and_seq2seq_rows_refuse_bad_examples():
+  """Fine-tuning rows for the new heads: an answer that is no class, examples that do not fit under
+  truncation='fail' (counted, the first named), and a task whose choices cannot be a classifier's."""
+  import os
+
+  from llm import sft
+  from llm.data import DataError
+  from llm.eval import tasks as tasks_lib
+  from llm.tokenizer import ByteTokenizer
+  byte, labels = ByteTokenizer(), ['negative', 'positive']
+  with pytest.raises(DataError, match="d0: the answer 'neutral' is not one of the classes"):
+    sft.classification_rows([([('x', False), (' neutral', True)], 'd0')], byte, sft.SFTConfig(source='x'), labels, {})
+  fail = sft.SFTConfig(source='x', seq_len=8, truncation='fail')
+  long = [([('a' * 20, False), (' positive', True)], 'long0'), ([('ab', False), (' negative', True)], 'ok')]
+  with pytest.raises(DataError, match=r'1 of 2 examples are longer than seq_len=8 tokens \(the first: long0\)'):
+    sft.classification_rows(long, byte, fail, labels, {})
+  with pytest.raises(DataError, match=r'1 of 2 examples have a prompt or completion longer .*long0'):
+    sft.seq2seq_examples(long, byte, sft.SFTConfig(source='x', seq_len=12, truncation='fail'), {})
+  counts = {}
+  rows = sft.classification_rows(long, byte, sft.SFTConfig(source='x', seq_len=8, truncation='drop'), labels, counts)
+  assert rows['labels'].tolist() == [[0]] and counts == {'dropped': 1, 'kept': 1}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  found = tasks_lib.discover([os.path.join(root, 'tasks')])
+  assert tasks_lib.load_task(found['sst2_t5']).class_names() == labels
+  with pytest.raises(tasks_lib.TaskError, match='needs a multiple-choice task with fixed choices'):
+    tasks_lib.load_task(found['sst2_gen']).class_names()
 
 
 def smoke_config(config: str, steps: int = 6):

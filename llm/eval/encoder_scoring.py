@@ -73,7 +73,7 @@ from jax.sharding import Mesh
 
 from llm import sharding, trainer
 from llm.eval import seq2seq
-from llm.eval.scorer import (DEFAULT_MAX_GEN_TOKS, MIN_WIDTH, Tokens, _bucket, _on_mesh, cut_at_stop,
+from llm.eval.scorer import (DEFAULT_MAX_GEN_TOKS, MIN_WIDTH, ScorerStats, Tokens, _bucket, _on_mesh, cut_at_stop,
                              normalise_gen_kwargs, rolling_windows)
 from llm.models import ModelConfig
 from llm.models.layers import Memory
@@ -91,8 +91,8 @@ class MaskedLMCannotGenerate(NotImplementedError):
 # ---------------------------------------------------------------------------------------------
 
 
-class _Scorer:
-  """The counters ModelLM keeps (same keys, so results files and evaluators read them alike)."""
+class _Scorer(ScorerStats):
+  """What the encoder scorers share: framing settings, batch size, placement; ModelLM's counters."""
 
   def __init__(self, cfg: ModelConfig, tokenizer: Tokenizer, mesh: Mesh, max_length: int | None, batch_rows: int,
                add_bos_token: bool | None):
@@ -111,26 +111,6 @@ class _Scorer:
     # See ModelLM: on CPU wait for each batch; on accelerators keep one in flight.
     self._block_each = mesh.devices.flat[0].platform == 'cpu'
     self.reset_stats()
-
-  def reset_stats(self) -> None:
-    self._stats = dict(requests=0, unique_sequences=0, tokens_scored=0, tokens_forward=0, forward_rows=0,
-                       forward_batches=0, row_slots=0, seconds=0.0, truncated=0, generate_requests=0,
-                       generate_seconds=0.0)
-
-  def count(self, requests: int, seconds: float) -> None:
-    """Add requests answered through ``score_pairs`` by a caller to the stats (as ModelLM.count)."""
-    self._stats['requests'] += int(requests)
-    self._stats['seconds'] += float(seconds)
-
-  @property
-  def stats(self) -> dict[str, Any]:
-    """ModelLM's counters: requests, unique_sequences (scored after deduplication),
-    tokens_scored, tokens_forward / row_slots (row_fill), forward_rows, forward_batches,
-    truncated, seconds, generate_requests, generate_seconds, requests_per_sec."""
-    s = dict(self._stats)
-    s['requests_per_sec'] = s['requests'] / s['seconds'] if s['seconds'] else 0.0
-    s['row_fill'] = s['tokens_forward'] / s['row_slots'] if s['row_slots'] else 0.0
-    return s
 
   def _encode(self, text: str) -> Tokens:
     """Tokens of ``text`` without special tokens."""
@@ -177,6 +157,11 @@ def _run_batches(scorer: _Scorer, fn, batches, collect) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _scored(logits_btv: jax.Array, targets_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(log p(target) [b, t], target is the argmax [b, t]) of logits [b, t, v]."""
+  return trainer.target_logprobs(logits_btv, targets_bt), jnp.argmax(logits_btv, axis=-1) == targets_bt
+
+
 @functools.lru_cache(maxsize=8)
 def _pll_fn(graphdef: nnx.GraphDef, mesh: Mesh):
   """jit (params, batch) -> (log p(target) [R, 1], argmax == target [R, 1]) at each row's masked position."""
@@ -187,9 +172,7 @@ def _pll_fn(graphdef: nnx.GraphDef, mesh: Mesh):
     h_btd = model.trunk(batch['inputs'], None, batch['segments']).hidden_btd
     # The head (a d x V projection) only where it is read: one position per row.
     h_b1d = jnp.take_along_axis(h_btd, batch['mask_pos'][:, :, None], axis=1)
-    logits_b1v = model.head(h_b1d)
-    return (trainer.target_logprobs(logits_b1v, batch['targets']),
-            jnp.argmax(logits_b1v, axis=-1) == batch['targets'])
+    return _scored(model.head(h_b1d), batch['targets'])
 
   return jax.jit(fn)
 
@@ -394,9 +377,7 @@ def _seq2seq_fn(graphdef: nnx.GraphDef, mesh: Mesh):
     memory = Memory(jnp.take(memory.k_bskh, idx, axis=1), jnp.take(memory.v_bskh, idx, axis=1),  # [l, b, s, k, h]
                     jnp.take(memory.segments_bs, idx, axis=0))
     h_btd = model.decode(batch['dec_inputs'], memory, batch['dec_positions'], batch['dec_segments']).hidden_btd
-    logits_btv = model.head(h_btd)
-    return (trainer.target_logprobs(logits_btv, batch['targets']),
-            jnp.argmax(logits_btv, axis=-1) == batch['targets'])
+    return _scored(model.head(h_btd), batch['targets'])
 
   return jax.jit(fn)
 

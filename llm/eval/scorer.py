@@ -254,7 +254,37 @@ def _scoring_fn(graphdef: nnx.GraphDef, mesh: Mesh) -> Callable:
 # ---------------------------------------------------------------------------------------------
 
 
-class ModelLM:
+class ScorerStats:
+  """The counters every scorer keeps (ModelLM, and the encoder and encoder-decoder scorers of
+  ``llm.eval.encoder_scoring``), so results files and evaluators read them alike."""
+
+  def reset_stats(self) -> None:
+    self._stats = dict(requests=0, unique_sequences=0, tokens_scored=0, tokens_forward=0, forward_rows=0,
+                       forward_batches=0, row_slots=0, seconds=0.0, truncated=0, generate_requests=0,
+                       generate_seconds=0.0)
+
+  def count(self, requests: int, seconds: float) -> None:
+    """Add requests answered through ``score_pairs`` by a caller (the harness adapter) to the stats."""
+    self._stats['requests'] += int(requests)
+    self._stats['seconds'] += float(seconds)
+
+  @property
+  def stats(self) -> dict[str, Any]:
+    """Counters since construction (or reset_stats), for the results file.
+
+    requests: loglikelihood pairs + rolling texts; unique_sequences: scored after
+    deduplication (rolling windows included); tokens_scored: continuation tokens whose
+    log-probability was computed; tokens_forward / row_slots: real / all token slots
+    passed through the model (row_fill is their ratio); truncated: requests and prompts
+    cut from the left to fit max_length; seconds: wall time of the scoring calls.
+    """
+    s = dict(self._stats)
+    s['requests_per_sec'] = s['requests'] / s['seconds'] if s['seconds'] else 0.0
+    s['row_fill'] = s['tokens_forward'] / s['row_slots'] if s['row_slots'] else 0.0
+    return s
+
+
+class ModelLM(ScorerStats):
   """lm-evaluation-harness's LM interface (loglikelihood, loglikelihood_rolling, generate_until).
 
   Requests are plain tuples rather than harness ``Instance``s: ``(context, continuation)``,
@@ -296,33 +326,6 @@ class ModelLM:
     # host lays out the next.
     self._block_each = mesh.devices.flat[0].platform == 'cpu'
     self.reset_stats()
-
-  # ----- Statistics -----------------------------------------------------------------------
-
-  def reset_stats(self) -> None:
-    self._stats = dict(requests=0, unique_sequences=0, tokens_scored=0, tokens_forward=0, forward_rows=0,
-                       forward_batches=0, row_slots=0, seconds=0.0, truncated=0, generate_requests=0,
-                       generate_seconds=0.0)
-
-  def count(self, requests: int, seconds: float) -> None:
-    """Add requests answered through ``score_pairs`` by a caller (the harness adapter) to the stats."""
-    self._stats['requests'] += int(requests)
-    self._stats['seconds'] += float(seconds)
-
-  @property
-  def stats(self) -> dict[str, Any]:
-    """Counters since construction (or reset_stats), for the results file.
-
-    requests: loglikelihood pairs + rolling texts; unique_sequences: scored after
-    deduplication (rolling windows included); tokens_scored: continuation tokens whose
-    log-probability was computed; tokens_forward / row_slots: real / all token slots
-    passed through the model (row_fill is their ratio); truncated: requests and prompts
-    cut from the left to fit max_length; seconds: wall time of the scoring calls.
-    """
-    s = dict(self._stats)
-    s['requests_per_sec'] = s['requests'] / s['seconds'] if s['seconds'] else 0.0
-    s['row_fill'] = s['tokens_forward'] / s['row_slots'] if s['row_slots'] else 0.0
-    return s
 
   # ----- Tokenisation ---------------------------------------------------------------------
 
