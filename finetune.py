@@ -60,7 +60,7 @@ def run(cfg, workdir: str) -> dict:
   from llm.eval import evaluators, results
   from llm.eval.encoder_scoring import ClassifierLM
   from llm.eval.lms import make_lm
-  from llm.run import ConfigError, init_distributed, init_source, optim_config, to_dataclass
+  from llm.run import ConfigError, init_distributed, init_source, open_ledger, optim_config, to_dataclass
 
   init_distributed()  # multi-host: one process per host (llm/run.py says how to launch)
 
@@ -81,6 +81,7 @@ def run(cfg, workdir: str) -> dict:
   if ft.best_mode not in ('max', 'min'):
     raise ConfigError(f"finetune.best_mode must be 'max' or 'min', got {ft.best_mode!r}")
   os.makedirs(workdir, exist_ok=True)
+  ledger = open_ledger(cfg, workdir, 'finetune.py')  # energy and carbon by phase -> footprint.json
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), tc.checkpoint_every,
                                  tc.keep_checkpoints, tc.async_checkpoint)
 
@@ -88,7 +89,8 @@ def run(cfg, workdir: str) -> dict:
   sft_cfg = to_dataclass(sft.SFTConfig, cfg.sft)
   with cfg.unlocked():
     cfg.data.seq_len = sft_cfg.seq_len  # init_source checks the rows fit the model
-  init = init_source(cfg, ckpt, mesh, jax.default_backend())
+  with ledger.phase('checkpointing'):
+    init = init_source(cfg, ckpt, mesh, jax.default_backend())
   model_cfg, resuming = init.model_cfg, init.resuming
   classifier = check_head(ft.head, model_cfg, cfg.init_from)
   if not resuming and ft.method == 'lora':
@@ -130,6 +132,7 @@ def run(cfg, workdir: str) -> dict:
     params = trainer.fill_missing_params(setup, params, cfg.seed)  # the classifier's head, if any
   state, start, how = loop.restore_or_init(ckpt, setup, seed=cfg.seed, params=params)
   logging.info(how)
+  ledger.at_step(start)
   finetuned_from = {'init': cfg.init_from, 'init_step': init.step, 'method': ft.method,
                     'data': sft_cfg.source} if not resuming else ckpt.read_meta(start).get('finetuned_from', {})
   meta = {'model': checkpoint.model_meta(model_cfg), 'data_seed': sft_cfg.seed, 'batch_size': tc.batch_size,
@@ -161,6 +164,7 @@ def run(cfg, workdir: str) -> dict:
     base_params = state.params  # at step 0 the adapted model equals the base (B = 0)
     if resuming:
       raise ConfigError(f'{baseline_path} is missing from a resumed run; delete {workdir} and start again')
+    ledger.switch('evaluation')
     for shots in sorted({0, int(ft.baseline_fewshot)}):
       evs = evaluators.build_evaluators({f'base_{shots}shot': dict(type='fewshot', tasks=ft.baseline_tasks,
                                                                    num_fewshot=shots, limit=ft.baseline_limit,
@@ -169,6 +173,7 @@ def run(cfg, workdir: str) -> dict:
     if lead:
       with open(baseline_path, 'w') as f:
         json.dump(baseline, f, indent=2)
+    ledger.switch('setup')
   print('base model: ' + '; '.join(f'{k} {_metric(v, ft.best_metric)}' for k, v in baseline.items()), flush=True)
 
   periodic = [(ev, every) for ev, every in evaluators.build_evaluators(cfg.evals, task_dirs, root=repo)
@@ -176,13 +181,17 @@ def run(cfg, workdir: str) -> dict:
 
   def run_evaluators(params, step: int) -> dict:
     due = [ev for ev, every in periodic if loop.is_due(step, every) or step == tc.steps]
-    return results.flat_metrics([ev.run(scorer(params)) for ev in due]) if due else {}
+    if not due:
+      return {}
+    with ledger.phase('evaluation'):
+      return results.flat_metrics([ev.run(scorer(params)) for ev in due])
 
   best = Best(os.path.join(workdir, 'best'), ft.best_metric, ft.best_mode)
 
   def on_eval(row: dict, state) -> None:
     if ft.best_metric in row and best.improves(row[ft.best_metric]):
-      best.save(row, state.params, model_cfg, meta)
+      with ledger.phase('checkpointing'):
+        best.save(row, state.params, model_cfg, meta)
 
   # ----- Loop ----------------------------------------------------------------------------
   batches = data.train_batches(ds.corpus, tc.batch_size, start, jax.process_index(), jax.process_count())
@@ -194,9 +203,12 @@ def run(cfg, workdir: str) -> dict:
       loop.LoopConfig(tc.steps, tc.log_every, tc.eval_every, tc.checkpoint_every,
                       tc.batch_size * sft_cfg.seq_len, sft_cfg.seq_len,
                       val[0]['targets'].shape[1] if 'dec_inputs' in val[0] else 0),
-      workdir, writer, evaluate=lambda params, step: validation(params),
+      workdir, writer, ledger, evaluate=lambda params, step: validation(params),
       periodic=run_evaluators if periodic else None, on_eval=on_eval)
   writer.flush()
+  summary = ledger.close(last.get('step'))
+  if lead:
+    print(summary, flush=True)
   if stopped:
     return {}
 
@@ -207,7 +219,9 @@ def run(cfg, workdir: str) -> dict:
          'best': best.read(), 'last': last, 'trainable_params': int(n_trainable),
          'total_params': int(sum(x.size for x in jax.tree.leaves(state.params))),
          'optimizer_state_mib': opt_bytes / 2**20, 'peak_host_rss_mib': peak_rss, 'data': ds.report,
-         'wall_sec': time.perf_counter() - t_start}  # of this process: data, baseline, loop, evaluations
+         'wall_sec': time.perf_counter() - t_start,  # of this process: data, baseline, loop, evaluations
+         'footprint': {k: v for k, v in ledger.summary(last.get('step')).items()
+                       if k in ('energy_kwh', 'co2e_kg', 'intensity_g_per_kwh', 'pue', 'method')}}
   if jax.default_backend() != 'cpu':
     stats = jax.devices()[0].memory_stats() or {}
     out['peak_device_mib'] = stats.get('peak_bytes_in_use', 0) / 2**20

@@ -6,7 +6,8 @@
 
 Rerunning with the same --workdir resumes from its newest checkpoint. The workdir gets
 checkpoints/, TensorBoard event files, metrics.jsonl (one object per logged step,
-including the ``eval/<task>/<metric>`` of config.evals), config.json and sample.txt.
+including the ``eval/<task>/<metric>`` of config.evals and the energy_kwh and co2e_kg so
+far), footprint.json (energy and carbon by phase, llm/footprint.py), config.json and sample.txt.
 A config with ``loop='evaluate'`` (configs/fewshot.py) trains nothing: it scores the
 checkpoint of ``eval.ckpt`` on config.evals and writes eval_results.json.
 """
@@ -48,13 +49,13 @@ def run(cfg, workdir: str) -> dict:
   from llm import checkpoint, data, loop, sharding, trainer
   from llm.eval import evaluators, results
   from llm.eval.lms import make_lm
-  from llm.tokenizer import prefix_token
   from llm.run import (ConfigError, check_objective, data_config, init_distributed, init_source, model_config,
-                       optim_config)
+                       open_ledger, optim_config)
 
   init_distributed()  # multi-host: one process per host (llm/run.py says how to launch)
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
+  ledger = open_ledger(cfg, workdir, 'train.py')  # energy and carbon by phase -> footprint.json
 
   # ----- Mesh ----------------------------------------------------------------------------
   mesh = sharding.make_mesh(dict(cfg.mesh))
@@ -70,7 +71,8 @@ def run(cfg, workdir: str) -> dict:
   # ----- Starting weights (config.init_from: a checkpoint workdir or hf:<dir>) ------------
   # The source fixes the architecture and the tokenizer; a resumed run reads both from its
   # own checkpoint and the weights from the checkpoint, not from the source.
-  init = init_source(cfg, ckpt, mesh, jax.default_backend()) if cfg.init_from else None
+  with ledger.phase('checkpointing'):
+    init = init_source(cfg, ckpt, mesh, jax.default_backend()) if cfg.init_from else None
 
   # ----- Data ----------------------------------------------------------------------------
   repo = os.path.dirname(os.path.abspath(__file__))
@@ -95,6 +97,7 @@ def run(cfg, workdir: str) -> dict:
   # ----- Restore or initialise -----------------------------------------------------------
   state, start, how = loop.restore_or_init(ckpt, setup, seed=cfg.seed, params=init.params if init else None)
   logging.info(how)
+  ledger.at_step(start)
   if init is not None and start == 0:
     print(f'initialised from {cfg.init_from} (its step {init.step})', flush=True)
   if lead:
@@ -108,9 +111,10 @@ def run(cfg, workdir: str) -> dict:
     due = [ev for ev, every in periodic if loop.is_due(step, every) or step == tc.steps]
     if not due:
       return {}
-    lm = make_lm(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
-                 max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token)
-    return results.flat_metrics([ev.run(lm) for ev in due])
+    with ledger.phase('evaluation'):
+      lm = make_lm(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
+                   max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token)
+      return results.flat_metrics([ev.run(lm) for ev in due])
 
   # ----- Loop ----------------------------------------------------------------------------
   validation = loop.validation_loss_fn(setup, val)
@@ -119,19 +123,29 @@ def run(cfg, workdir: str) -> dict:
       loop.LoopConfig(tc.steps, tc.log_every, tc.eval_every, tc.checkpoint_every,
                       tc.batch_size * cfg.data.seq_len, cfg.data.seq_len,
                       val[0]['targets'].shape[1] if 'dec_inputs' in val[0] else 0),
-      workdir, writer, evaluate=lambda params, step: validation(params),
+      workdir, writer, ledger, evaluate=lambda params, step: validation(params),
       periodic=run_evaluators if periodic else None)
-  if stopped:
-    return last
 
-  # ----- Sample --------------------------------------------------------------------------
+  # ----- Sample, footprint ---------------------------------------------------------------
+  if not stopped and model_cfg.arch == 'decoder':  # an encoder fills masks and a T5 answers inputs: no free text
+    with ledger.phase('evaluation'):
+      sample(cfg, workdir, setup, model_cfg, state.params, corpus.tokenizer, mesh, writer)
   writer.flush()
-  if model_cfg.arch != 'decoder':  # an encoder fills masks and a T5 answers inputs: no free-running text
-    return last
-  tok = corpus.tokenizer
+  summary = ledger.close(last.get('step'))
+  if lead:
+    print(summary, flush=True)
+  return last
+
+
+def sample(cfg, workdir: str, setup, model_cfg, params, tok, mesh, writer) -> None:
+  """Write (sample.txt, TensorBoard) and print a continuation of ``cfg.sample.prompt``."""
+  import jax
+  from llm.tokenizer import prefix_token
+  lead = jax.process_index() == 0
+  tc = cfg.train
   prompt = ([tok.bos_id] if tok.add_bos else []) + list(tok.encode(cfg.sample.prompt))
   prompt = prompt or [prefix_token(tok)]
-  ids = sample_beyond_context(setup.graphdef, model_cfg, state.params, prompt, cfg.sample.num_tokens,
+  ids = sample_beyond_context(setup.graphdef, model_cfg, params, prompt, cfg.sample.num_tokens,
                               temperature=cfg.sample.temperature, top_k=cfg.sample.top_k, seed=cfg.seed, mesh=mesh)
   text = tok.decode(ids)
   if lead:
@@ -142,7 +156,6 @@ def run(cfg, workdir: str) -> dict:
   if lead:
     print(f'--- sample after {tc.steps} steps (temperature {cfg.sample.temperature}, top-k {cfg.sample.top_k}) ---')
     print(text, flush=True)
-  return last
 
 
 def sample_beyond_context(graphdef, model_cfg, params, prompt: list[int], num_tokens: int, *, temperature: float,
@@ -176,13 +189,15 @@ def evaluate(cfg, workdir: str) -> list:
   from llm.eval import evaluators, results
   from llm.eval.lms import make_lm
   from llm.models import build
-  from llm.run import ConfigError, runtime_choices
+  from llm.run import ConfigError, open_ledger, runtime_choices
 
   if not cfg.eval.ckpt:
     raise ConfigError('the evaluate loop needs a checkpoint: pass ckpt=<training --workdir>, e.g. '
                       '--config=configs/fewshot.py:ckpt=runs/default')
   os.makedirs(workdir, exist_ok=True)
   repo = os.path.dirname(os.path.abspath(__file__))
+  # A reused workdir's previous footprint is replaced, like its other outputs (results.clear_previous).
+  ledger = open_ledger(cfg, workdir, 'train.py (evaluate)', continue_previous=False)
 
   # ----- Mesh ----------------------------------------------------------------------------
   mesh = sharding.make_mesh(dict(cfg.mesh))
@@ -194,9 +209,10 @@ def evaluate(cfg, workdir: str) -> list:
 
   # ----- Parameters only, straight into this mesh's shardings ---------------------------
   choices = runtime_choices(cfg, jax.default_backend())
-  model_cfg, tok, params, step = checkpoint.load_params(
-      cfg.eval.ckpt, None if cfg.eval.step < 0 else cfg.eval.step, mesh,
-      overrides=dict(choices, dense_grad='xla', remat='none', dropout=0.0))
+  with ledger.phase('checkpointing'):
+    model_cfg, tok, params, step = checkpoint.load_params(
+        cfg.eval.ckpt, None if cfg.eval.step < 0 else cfg.eval.step, mesh,
+        overrides=dict(choices, dense_grad='xla', remat='none', dropout=0.0))
   kind = type(tok).__name__
   if cfg.eval.tokenizer and not kind.lower().startswith(cfg.eval.tokenizer.lower()):
     raise ConfigError(f'eval.tokenizer={cfg.eval.tokenizer!r} but {cfg.eval.ckpt} was trained with {kind}; '
@@ -213,7 +229,8 @@ def evaluate(cfg, workdir: str) -> list:
   stale = results.clear_previous(workdir)  # a reused workdir: never mix two runs' files
   if stale:
     print(f'removed {len(stale)} outputs of a previous evaluation in {workdir}', flush=True)
-  outputs = [ev.run(lm, out_dir=workdir) for ev, _ in evals]
+  with ledger.phase('evaluation'):
+    outputs = [ev.run(lm, out_dir=workdir) for ev, _ in evals]
   print(results.table(outputs), flush=True)
   path = results.write_results(workdir, outputs, config={
       'model': 'llm', 'ckpt': os.path.abspath(cfg.eval.ckpt), 'step': step,
@@ -229,6 +246,9 @@ def evaluate(cfg, workdir: str) -> list:
           f'({s.get("requests_per_sec", 0):.1f} requests/s), {s.get("truncated", 0)} prompts truncated '
           f'from the left to fit the model' + ''.join(f'; wrote {f}' for f in out.files), flush=True)
   print(f'wrote {path}', flush=True)
+  summary = ledger.close(step)
+  if jax.process_index() == 0:
+    print(summary, flush=True)
   return outputs
 
 

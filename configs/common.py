@@ -118,6 +118,12 @@ def base_config() -> config_dict.ConfigDict:
   # tokenizer does (ours and Llama's: yes; GPT-2's: no).
   c.eval.add_bos_token = config_dict.placeholder(bool)
 
+  # Energy and carbon ledger (llm/footprint.py): footprint.json, energy_kwh and co2e_kg in
+  # metrics.jsonl. llm.footprint.FootprintConfig documents the fields; `python -m llm.footprint
+  # regions` and `devices` list the tables.
+  from llm.footprint import FootprintConfig
+  c.footprint = from_dataclass(FootprintConfig())
+
   c.sample = config_dict.ConfigDict()
   c.sample.prompt = 'ROMEO:'  # text to continue at the end of training
   c.sample.num_tokens = 200

@@ -5,10 +5,12 @@ Both recipes build their own model, data and evaluation, then hand them to these
 * ``restore_or_init``: resume from the newest checkpoint of the workdir, else start from
   given parameters (fine-tuning, continued pre-training), else initialise at random.
 * ``train_loop``: steps until ``steps``; every ``log_every`` a metrics row (loss, tokens/s,
-  MFU) to metrics.jsonl, TensorBoard and the console; every ``eval_every`` the recipe's
+  MFU, energy and carbon so far) to metrics.jsonl, TensorBoard and the console; every ``eval_every`` the recipe's
   ``evaluate`` (validation loss, evaluators); checkpoints every ``checkpoint_every`` and at
   the end; on SIGTERM a checkpoint, then a clean return the same command resumes from.
   ``on_eval`` sees every evaluated row (finetune.py keeps its best checkpoint there).
+  The recipe's ``footprint.Ledger`` is told each phase: the first step (compilation),
+  training, validation (evaluation) and saves (checkpointing), and is written with every row.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import jax
 
-from llm import checkpoint, perf, trainer
+from llm import checkpoint, footprint, perf, trainer
 from llm.run import MetricsLog, PreemptionGuard, check_finite
 
 
@@ -61,7 +63,8 @@ def is_due(step: int, every: int) -> bool:
 
 def train_loop(state: trainer.TrainState, start: int, train_step: Callable, batches: Iterator[dict],
                setup: trainer.ModelSetup, ckpt: checkpoint.Checkpointer, meta: dict[str, Any], cfg: LoopConfig,
-               workdir: str, writer: Any, *, evaluate: Callable[[trainer.Params, int], dict[str, float]],
+               workdir: str, writer: Any, ledger: footprint.Ledger, *,
+               evaluate: Callable[[trainer.Params, int], dict[str, float]],
                periodic: Callable[[trainer.Params, int], dict[str, float]] | None = None,
                on_eval: Callable[[dict[str, float], trainer.TrainState], None] | None = None,
                ) -> tuple[trainer.TrainState, dict[str, float], bool]:
@@ -69,7 +72,8 @@ def train_loop(state: trainer.TrainState, start: int, train_step: Callable, batc
 
   ``evaluate(params, step)`` runs every eval_every steps and at the end (validation loss);
   ``periodic(params, step)`` runs at every step and returns {} unless something is due
-  (evaluators with their own schedules); a non-empty result forces a metrics row.
+  (evaluators with their own schedules; it charges its work to the ledger's evaluation phase
+  itself, so that steps with nothing due read no clock); a non-empty result forces a metrics row.
   """
   from clu import periodic_actions
   mesh, model_cfg = setup.mesh, setup.cfg
@@ -86,13 +90,16 @@ def train_loop(state: trainer.TrainState, start: int, train_step: Callable, batc
   if step >= cfg.steps:
     return state, last, False
   batch = trainer.shard_batch(next(batches), mesh)
+  ledger.switch('compilation')  # this process's first step traces and compiles, then runs once
   while step < cfg.steps:
     state, metrics = train_step(state, batch)
     step += 1
     if step < cfg.steps:  # prepare the next batch while this step runs
       batch = trainer.shard_batch(next(batches), mesh)
-    if on_cpu:  # XLA's CPU collectives deadlock when several steps are in flight
+    if on_cpu or ledger.current == 'compilation':  # XLA's CPU collectives deadlock when several steps are in flight
       jax.block_until_ready(metrics['train_loss'])
+    if ledger.current == 'compilation':
+      ledger.switch('training')
     pending.append((step, metrics))
     report(step)
     final = step == cfg.steps
@@ -115,10 +122,13 @@ def train_loop(state: trainer.TrainState, start: int, train_step: Callable, batc
       if m is not None:
         row['mfu'] = m
       if eval_now:
-        row.update(evaluate(state.params, step))
+        with ledger.phase('evaluation'):
+          row.update(evaluate(state.params, step))
       row.update(extra)
+      row.update(ledger.totals())  # energy_kwh, co2e_kg of this workdir so far
       writer.write_scalars(step, {k: v for k, v in row.items() if k != 'step'})
       metrics_log.write(row)
+      ledger.write(step)
       if lead:
         eta = (cfg.steps - step) * (now - t_last) / max(step - step_last, 1)
         print(f'step {step:6d}/{cfg.steps}  loss {row["train_loss"]:.4f}'
@@ -132,16 +142,19 @@ def train_loop(state: trainer.TrainState, start: int, train_step: Callable, batc
       last = row
       t_last, step_last = time.perf_counter(), step
     if save_now:
-      ckpt.save(step, state, {**meta, 'step': step}, force=final or stop)
+      with ledger.phase('checkpointing'):
+        ckpt.save(step, state, {**meta, 'step': step}, force=final or stop)
     if stop and not final:
-      ckpt.close()
+      with ledger.phase('checkpointing'):
+        ckpt.close()
       writer.flush()
       if ckpt.latest_step() != step:
         raise RuntimeError(f'SIGTERM at step {step}: the checkpoint could not be written to {ckpt.directory}')
       print(f'SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; rerun the same command '
             f'to resume', flush=True)
       return state, last, True
-  ckpt.close()
+  with ledger.phase('checkpointing'):
+    ckpt.close()  # waits for the last (asynchronous) save
   return state, last, False
 
 

@@ -123,6 +123,13 @@ def to_dataclass(cls, section, **changes):
   return cls(**kwargs)
 
 
+def open_ledger(cfg, workdir: str, program: str, step: int = 0, continue_previous: bool = True):
+  """The run's energy and carbon ledger (llm/footprint.py) from ``cfg.footprint``."""
+  from llm.footprint import FootprintConfig, Ledger
+  return Ledger.for_run(workdir, to_dataclass(FootprintConfig, cfg.footprint), program=program, step=step,
+                        continue_previous=continue_previous)
+
+
 def optim_config(cfg):
   from llm.trainer import OptimConfig
   return to_dataclass(OptimConfig, cfg.train, decay_steps=cfg.train.decay_steps or cfg.train.steps)
@@ -181,10 +188,11 @@ def expected_errors() -> tuple[type[Exception], ...]:
   from llm.data import DataError
   from llm.eval.evaluators import EvalConfigError
   from llm.eval.tasks import TaskError
+  from llm.footprint import FootprintError
   from llm.lora import LoraError
   from llm.tokenizer import TokenizerError
   return (ConfigError, DataError, CheckpointCorrupt, CheckpointMismatch, CheckpointNotFound, NonFiniteLoss, EvalConfigError,
-          TaskError, TokenizerError, LoraError)
+          TaskError, TokenizerError, LoraError, FootprintError)
 
 
 def run_recipe(loops: dict[str, Any], cfg, workdir: str) -> None:

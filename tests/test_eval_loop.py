@@ -82,6 +82,9 @@ def test_fewshot_config_scores_every_shipped_task_and_writes_harness_layout(trai
   assert 'CrowS' in report and 'WinoBias' in report and 'BBQ' in report
   assert any(f.endswith('.png') for f in os.listdir(wd))
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(wd))
+  fp = json.load(open(os.path.join(wd, 'footprint.json')))  # the evaluation loop's own ledger
+  assert fp['runs'][0]['program'] == 'train.py (evaluate)' and fp['phases']['evaluation']['energy_kwh'] > 0
+  assert fp['phases']['checkpointing']['seconds'] > 0 and fp['phases']['training']['seconds'] == 0
 
 
 def test_reused_eval_workdir_keeps_no_stale_outputs(trained, tmp_path):
@@ -93,7 +96,7 @@ def test_reused_eval_workdir_keeps_no_stale_outputs(trained, tmp_path):
   c = fewshot.get_config(f'ckpt={trained},smoke=True,bias=False')
   c.evals.fewshot.tasks = 'sst2'
   train.evaluate(c, str(wd))
-  assert sorted(os.listdir(wd)) == sorted(['eval_results.json', 'notes.txt', 'samples_sst2.jsonl',
+  assert sorted(os.listdir(wd)) == sorted(['eval_results.json', 'notes.txt', 'samples_sst2.jsonl', 'footprint.json',
                                            *[f for f in os.listdir(wd) if f.startswith('events.out')]])
   assert list(json.load(open(wd / 'eval_results.json'))['results']) == ['sst2']
 

@@ -350,6 +350,10 @@ def test_lora_finetune_trains_adapters_only(base_workdir, tmp_path):
     if not lora.is_adapter(k):
       np.testing.assert_array_equal(v, base[k])
   assert any(np.abs(v).max() > 0 for k, v in _flat(params).items() if k[-1].startswith('lora_b'))
+  # finetune.py keeps the footprint ledger too: the baseline's and validation's scoring is evaluation.
+  fp = json.load(open(tmp_path / 'lora' / 'footprint.json'))
+  assert fp['phases']['evaluation']['seconds'] > 0 and fp['runs'][0]['program'] == 'finetune.py'
+  assert out['footprint']['energy_kwh'] == pytest.approx(fp['energy_kwh'], rel=0.05)
 
 
 def test_frozen_parameters_do_not_move():

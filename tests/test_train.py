@@ -61,6 +61,17 @@ def test_smoke_run_writes_metrics_checkpoints_and_sample(tmp_path, capsys):
   sample = open(os.path.join(wd, 'sample.txt')).read()
   assert sample.startswith('ROMEO:') and len(sample) > len('ROMEO:')
   assert '--- sample after 6 steps' in out
+  # The footprint ledger: every phase charged, metrics rows carrying the totals so far, one summary line.
+  with open(os.path.join(wd, 'footprint.json')) as f:
+    fp = json.load(f)
+  assert all(fp['phases'][p]['seconds'] > 0 for p in ('compilation', 'training', 'evaluation', 'checkpointing'))
+  assert fp['energy_kwh'] == pytest.approx(sum(p['energy_kwh'] for p in fp['phases'].values()))
+  assert fp['co2e_kg'] == pytest.approx(fp['energy_kwh'] * fp['intensity_g_per_kwh'] / 1e3)
+  assert [(r['program'], r['start_step'], r['end_step']) for r in fp['runs']] == [('train.py', 0, 6)]
+  energy = [r['energy_kwh'] for r in rows]
+  assert all(0 < a <= b for a, b in zip(energy, energy[1:])) and energy[-1] <= fp['energy_kwh']
+  assert all(r['co2e_kg'] > 0 for r in rows)
+  assert 'footprint: ' in out and 'kWh' in out and f'-> {wd}/footprint.json' in out
 
 
 @pytest.fixture(scope='module')
@@ -83,6 +94,12 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, full_run):
     for k in DETERMINISTIC:
       if k in ra:
         assert rb[k] == pytest.approx(ra[k], rel=1e-6, abs=1e-7), (ra['step'], k)
+  # The resumed run continues the ledger: both processes listed, their energy summed.
+  with open(os.path.join(part, 'footprint.json')) as f:
+    fp = json.load(f)
+  assert [(r['start_step'], r['end_step']) for r in fp['runs']] == [(0, 4), (3, 6)]
+  assert fp['energy_kwh'] == pytest.approx(sum(r['energy_kwh'] for r in fp['runs']))
+  assert b[-1]['energy_kwh'] > fp['runs'][0]['energy_kwh']  # the totals in metrics.jsonl include the first run
   pa, pb = restore_params(full, 6), restore_params(part, 6)
   import jax
   diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), pa, pb))
