@@ -165,7 +165,7 @@ def test_bad_inputs_raise_interp_error_naming_the_valid_range():
     interp.plot_attention(maps, ['a', 'b', 'c'], 0, 0)
 
 
-def test_encoders_are_not_covered_yet():
+def test_tools_an_encoder_cannot_answer_are_refused_naming_what_it_supports():
   cfg = config_for_size('bert-smoke', VOCAB)
-  with pytest.raises(interp.InterpError, match='decoder models .* only'):
-    interp.logit_lens(interp.graphdef_for(cfg), random_params(cfg), prompt())
+  with pytest.raises(interp.InterpError, match='decoder models .* only.*supports attention_maps, logit_lens'):
+    interp.direct_logit_attribution(interp.graphdef_for(cfg), random_params(cfg), prompt(), 5)

@@ -1,4 +1,6 @@
-"""Attributions of one output of a decoder (llama, gpt2 families; encoders and T5 are not covered yet).
+"""Attributions of one output: direct logit attribution of a decoder's (llama, gpt2) heads and
+MLPs; integrated gradients of a decoder or an encoder (bert). Neither covers T5, and direct
+logit attribution not BERT either (``llm.interp.common`` says why).
 
 Direct logit attribution: the final residual stream at a position is a sum of parts,
 the input embeddings (token, plus learned positions for gpt2), every attention head's
@@ -19,16 +21,20 @@ through later layers is not counted (use ``llm.interp.patching`` for that).
 Integrated gradients (Sundararajan et al., 2017): the log-probability of a target token
 at a position, attributed to the input token embeddings by integrating its gradient
 along the straight path from a baseline (zero embeddings by default) to the prompt's
-embeddings. Learned positions (gpt2) are added inside the model on every point of the
-path, so they are part of the function, not of the input.
+embeddings. Learned positions (gpt2, bert) and BERT's token types are added inside the
+model on every point of the path (and BERT's embedding LayerNorm applied to the sum), so
+they are part of the function, not of the input. On BERT the output is log p(target) from
+the masked-LM head at ``position``, typically a [MASK]; every token, before and after it,
+can take part.
 
-Zero embeddings are a degenerate baseline for models without learned positions (llama):
+Zero embeddings are a degenerate baseline for models that add nothing to the token
+embeddings (llama: no learned positions, no token types):
 the first norm's input is then exactly zero, so along the path its output jumps from 0
 to full scale within alpha ~ sqrt(norm_eps) / rms(embedding) (and each later norm does
 the same even closer to 0; measured on the smoke model: between alpha 1e-6 and 1e-3).
 Uniform steps miss that jump entirely (completeness error 0.42 on a difference of 0.41 at
 256 steps), so ``spacing='auto'`` places the steps log-uniformly in alpha from 1e-8 to 1
-there (error 1e-3 at 64 steps) and uniformly otherwise.
+there (error 1e-3 at 64 steps) and uniformly otherwise (gpt2, bert).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from llm.interp.common import InterpError, Params, Tokens, decoder, index, prompt, token_id, token_labels
+from llm.interp.common import InterpError, Params, Tokens, index, inputs, model_for, prompt, token_id, token_labels
 from llm.models.layers import embed_tokens
 
 
@@ -72,7 +78,7 @@ def direct_logit_attribution(graphdef: nnx.GraphDef, params: Params, tokens: Tok
                              position: int = -1, baseline: int | None = None) -> DirectAttribution:
   """Direct effect of every head and MLP on logit(target) - logit(baseline) at ``position``
   (default the last; negative counts from the end). See the module docstring for the convention."""
-  cfg = decoder(graphdef, params).cfg
+  cfg = model_for(graphdef, params, 'direct_logit_attribution').cfg
   tokens_bt = prompt(tokens, cfg)
   position = index(position, tokens_bt.shape[1], 'position')
   target = token_id(target, cfg, 'target')
@@ -182,27 +188,31 @@ class IntegratedGradients:
 def integrated_gradients(graphdef: nnx.GraphDef, params: Params, tokens: Tokens, target: int, *,
                          position: int = -1, baseline_td: jax.Array | None = None, steps: int = 64,
                          batch: int | None = None, rule: Literal['midpoint', 'trapezoid'] = 'midpoint',
-                         spacing: Literal['auto', 'uniform', 'log'] = 'auto') -> IntegratedGradients:
-  """Integrated gradients of log p(target | prompt up to ``position``) w.r.t. the token embeddings.
+                         spacing: Literal['auto', 'uniform', 'log'] = 'auto',
+                         types: Tokens | None = None) -> IntegratedGradients:
+  """Integrated gradients of log p(target at ``position``) w.r.t. the token embeddings: a decoder's
+  next token given the prompt up to ``position``, an encoder's (bert) masked-LM prediction at
+  ``position`` given the whole prompt (``types``: its token types, default all 0).
 
   baseline_td: embeddings [t, d] at the path's start (default zeros). steps: Riemann
   steps along the path (midpoint: ``steps`` gradients; trapezoid: ``steps + 1``),
   evaluated ``batch`` points at a time (default all in one batch). spacing: the steps'
   knots in alpha, 'uniform' or 'log' (0, then log-uniform from 1e-8 to 1); 'auto' is
-  'log' for a zero baseline without learned positions (see the module docstring) and
-  'uniform' otherwise. The completeness error measures how well the steps approximate
-  the path integral.
+  'log' for a zero baseline of a model that adds neither learned positions nor token
+  types to the embeddings (see the module docstring) and 'uniform' otherwise. The
+  completeness error measures how well the steps approximate the path integral.
   """
-  model = decoder(graphdef, params)
+  model = model_for(graphdef, params, 'integrated_gradients')
   cfg = model.cfg
-  tokens_bt = prompt(tokens, cfg)
+  x = inputs(model, tokens, types=types)
+  tokens_bt, types_bt = x['tokens'], x.get('types')
   t = tokens_bt.shape[1]
   position = index(position, t, 'position')
   target = token_id(target, cfg, 'target')
   if steps < 1:
     raise InterpError(f'steps must be >= 1, got {steps}')
   if spacing == 'auto':
-    spacing = 'log' if baseline_td is None and cfg.positions != 'learned' else 'uniform'
+    spacing = 'log' if baseline_td is None and cfg.positions != 'learned' and not cfg.type_vocab_size else 'uniform'
   if spacing == 'uniform':
     knots = np.linspace(0.0, 1.0, steps + 1)
   elif spacing == 'log':
@@ -227,10 +237,10 @@ def integrated_gradients(graphdef: nnx.GraphDef, params: Params, tokens: Tokens,
   grads_td = jnp.zeros((t, cfg.d_model), jnp.float32)
   for i in range(0, len(alphas), batch):
     grads_td = grads_td + _path_grads(graphdef, params, input_td, baseline_td, jnp.asarray(alphas[i:i + batch]),
-                                      jnp.asarray(weights[i:i + batch], jnp.float32), position, target)
+                                      jnp.asarray(weights[i:i + batch], jnp.float32), position, target, types_bt)
   attr_td = np.asarray((input_td - baseline_td) * grads_td)
   f_in, f_base = np.asarray(_logprob(graphdef, params, jnp.stack([input_td, baseline_td]).astype(jnp.float32),
-                                     position, target))
+                                     position, target, types_bt))
   attr_t = attr_td.sum(-1)
   error = abs(float(attr_t.sum()) - float(f_in - f_base))
   return IntegratedGradients(attr_t, attr_td, float(f_in), float(f_base), error, target, position, steps, rule,
@@ -243,26 +253,28 @@ def _embed(graphdef, params, tokens_bt):
   return embed_tokens(model.embed_vd, tokens_bt, jnp.float32)[0]
 
 
-def _f(model, embeds_btd, position, target):
-  """log p(target) at ``position`` for each row of embeddings: [b] (position and target may be traced)."""
-  hidden_btd = model.trunk(None, embeds_btd=embeds_btd).hidden_btd
+def _f(model, embeds_btd, position, target, types_bt=None):
+  """log p(target) at ``position`` for each row of embeddings: [b] (position and target may be traced;
+  types_bt [1, t]: a BERT's token types)."""
+  extra = {} if types_bt is None else dict(types_bt=jnp.broadcast_to(types_bt, embeds_btd.shape[:2]))
+  hidden_btd = model.trunk(None, embeds_btd=embeds_btd, **extra).hidden_btd
   hidden_b1d = jax.lax.dynamic_slice_in_dim(hidden_btd, position, 1, axis=1)
   logprobs_bv = jax.nn.log_softmax(model.head(hidden_b1d)[:, 0], axis=-1)
   return jax.lax.dynamic_index_in_dim(logprobs_bv, target, axis=1, keepdims=False)
 
 
 @functools.partial(jax.jit, static_argnames='graphdef')
-def _logprob(graphdef, params, embeds_btd, position, target):
-  return _f(nnx.merge(graphdef, params), embeds_btd, position, target)
+def _logprob(graphdef, params, embeds_btd, position, target, types_bt=None):
+  return _f(nnx.merge(graphdef, params), embeds_btd, position, target, types_bt)
 
 
 @functools.partial(jax.jit, static_argnames='graphdef')
-def _path_grads(graphdef, params, input_td, baseline_td, alphas_b, weights_b, position, target):
+def _path_grads(graphdef, params, input_td, baseline_td, alphas_b, weights_b, position, target, types_bt=None):
   """Sum over the batch's path points of weight * gradient [t, d] (rows are independent, so
   the gradient of the rows' sum holds each row's own gradient)."""
   model = nnx.merge(graphdef, params)
   points_btd = baseline_td + alphas_b[:, None, None] * (input_td - baseline_td)
-  grads_btd = jax.grad(lambda e: _f(model, e, position, target).sum())(points_btd)
+  grads_btd = jax.grad(lambda e: _f(model, e, position, target, types_bt).sum())(points_btd)
   return jnp.einsum('b,btd->td', weights_b, grads_btd.astype(jnp.float32))
 
 

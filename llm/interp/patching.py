@@ -1,5 +1,5 @@
 """Activation patching (causal tracing; Meng et al., 2022) on a decoder (llama, gpt2 families;
-encoders and T5 are not covered yet).
+encoders and T5 are refused: their trunks take no patch, see ``llm.interp.common``).
 
 Run a corrupted prompt with one layer's residual stream (its block's output) at one
 position replaced by the clean prompt's, and measure how much of the clean behaviour
@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from llm.interp.common import InterpError, Params, Tokens, decoder, index, prompt, token_id, token_labels
+from llm.interp.common import InterpError, Params, Tokens, index, model_for, prompt, token_id, token_labels
 
 
 @dataclasses.dataclass
@@ -39,7 +39,7 @@ def activation_patching(graphdef: nnx.GraphDef, params: Params, clean: Tokens, c
   Metric at the last position: logit(answer) - logit(wrong) when ``wrong`` is given,
   else log p(answer). batch: (layer, position) pairs per compiled call.
   """
-  model = decoder(graphdef, params)
+  model = model_for(graphdef, params, 'activation_patching')
   cfg = model.cfg
   clean_bt, corrupted_bt = prompt(clean, cfg, 'clean'), prompt(corrupted, cfg, 'corrupted')
   t = clean_bt.shape[1]
@@ -66,7 +66,7 @@ def activation_patching(graphdef: nnx.GraphDef, params: Params, clean: Tokens, c
 def patched_logits(graphdef: nnx.GraphDef, params: Params, clean: Tokens, corrupted: Tokens, layer: int,
                    positions: Sequence[int]) -> jax.Array:
   """Logits [t, padded_vocab] of ``corrupted`` with ``layer``'s residual at ``positions`` taken from ``clean``."""
-  cfg = decoder(graphdef, params).cfg
+  cfg = model_for(graphdef, params, 'patched_logits').cfg
   clean_bt, corrupted_bt = prompt(clean, cfg, 'clean'), prompt(corrupted, cfg, 'corrupted')
   t = clean_bt.shape[1]
   if corrupted_bt.shape[1] != t:

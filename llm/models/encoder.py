@@ -99,24 +99,27 @@ class Encoder(nnx.Module):
 
   def trunk(self, tokens_bt: jax.Array, positions_bt: jax.Array | None = None, segments_bt: jax.Array | None = None,
             *, types_bt: jax.Array | None = None, dropout_key: jax.Array | None = None,
-            collect: tuple[str, ...] = ()) -> TrunkOutput:
+            collect: tuple[str, ...] = (), embeds_btd: jax.Array | None = None) -> TrunkOutput:
     """Embeddings and blocks; hidden states [b, t, d].
 
     tokens_bt: int ids [b, t]. positions_bt: position inside its document (default
     0..t-1). segments_bt: document id per token for packed rows (0 = padding: it attends
     to nothing real and nothing real attends to it). types_bt: token type (sentence A = 0,
     B = 1), default 0. collect: 'residuals' and/or 'attention', as the decoder's trunk.
+    embeds_btd (interpretability, ``llm/interp``): replaces the word-embedding lookup
+    (tokens_bt may then be None); positions and token types are still added (and the
+    sum normed, post-norm).
     """
     cfg = self.cfg
     dt = jnp.dtype(cfg.dtype)
-    b, t = tokens_bt.shape
+    b, t = (tokens_bt if embeds_btd is None else embeds_btd).shape[:2]
     if positions_bt is None:
       positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    x_btd = embed_tokens(self.embed_vd, tokens_bt, dt)
+    x_btd = embed_tokens(self.embed_vd, tokens_bt, dt) if embeds_btd is None else embeds_btd.astype(dt)
     if cfg.positions == 'learned':
       x_btd = x_btd + embed_tokens(self.pos_td, positions_bt, dt)
     if cfg.type_vocab_size:
-      x_btd = x_btd + embed_tokens(self.type_td, jnp.zeros_like(tokens_bt) if types_bt is None else types_bt, dt)
+      x_btd = x_btd + embed_tokens(self.type_td, jnp.zeros((b, t), jnp.int32) if types_bt is None else types_bt, dt)
     post = cfg.norm_position == 'post'
     if post:
       x_btd = self.embed_norm(x_btd)

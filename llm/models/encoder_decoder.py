@@ -61,16 +61,28 @@ class DecoderLayer(nnx.Module):
     self.mlp_norm, self.mlp = Norm(cfg), MLP(cfg, km, n)
 
   def __call__(self, x_btd, positions_bt, segments_bt, bias_fn, memory: Memory, cache=None, dropout_key=None,
-               with_weights=False):
+               with_weights=False, with_cross_weights=False):
+    """(output, cache, self-attention weights or None); ``with_cross_weights`` appends the
+    cross-attention's weights [b, n, t, s]."""
     k1, k2, k3 = jax.random.split(dropout_key, 3) if dropout_key is not None else (None,) * 3
     la, lc, lm = lora_keys(dropout_key, self.cfg, 3)
     a_btd, cache, weights = self.attn(self.attn_norm(x_btd), positions_bt, segments_bt, cache=cache,
                                       with_weights=with_weights, lora_key=la, bias_fn=bias_fn)
     x_btd = x_btd + dropout(a_btd, self.cfg.dropout, k1)
-    c_btd, _, _ = self.cross(self.cross_norm(x_btd), positions_bt, segments_bt, lora_key=lc, memory=memory)
+    c_btd, _, cross_weights = self.cross(self.cross_norm(x_btd), positions_bt, segments_bt,
+                                         with_weights=with_cross_weights, lora_key=lc, memory=memory)
     x_btd = x_btd + dropout(c_btd, self.cfg.dropout, k2)
     x_btd = x_btd + dropout(self.mlp(self.mlp_norm(x_btd), lm), self.cfg.dropout, k3)
-    return constrain(x_btd, _ACT), cache, weights
+    out = constrain(x_btd, _ACT), cache, weights
+    return out + (cross_weights,) if with_cross_weights else out
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DecodeOutput(TrunkOutput):
+  """What ``EncoderDecoder.decode`` returns: a TrunkOutput plus the cross-attention weights."""
+
+  cross_attention_lbnts: jax.Array | None = None  # each layer's cross-attention weights (collect='cross_attention')
 
 
 class EncoderDecoder(nnx.Module):
@@ -142,11 +154,13 @@ class EncoderDecoder(nnx.Module):
 
   def decode(self, tokens_bt: jax.Array, memory: Memory, positions_bt: jax.Array | None = None,
              segments_bt: jax.Array | None = None, *, cache: KVCache | None = None,
-             dropout_key: jax.Array | None = None, collect: tuple[str, ...] = ()) -> TrunkOutput:
+             dropout_key: jax.Array | None = None, collect: tuple[str, ...] = ()) -> DecodeOutput:
     """Decoder hidden states [b, t, d] of target-side ids [b, t] attending to ``memory``.
 
     With ``cache`` (decoding) the chunk attends to the cached slots too and is written
-    into them; the returned cache's index has advanced by t.
+    into them; the returned cache's index has advanced by t. collect: 'residuals' and/or
+    'attention' (the self-attention), as the decoder's trunk, and 'cross_attention' each
+    layer's attention weights over the encoder's positions [l, b, n, t, s].
     """
     cfg = self.cfg
     b, t = tokens_bt.shape
@@ -167,23 +181,25 @@ class EncoderDecoder(nnx.Module):
     shared = None if cache is None else dict(positions_bs=cache.positions_bs, segments_bs=cache.segments_bs,
                                              index=cache.index)
     with_weights = 'attention' in collect
+    with_cross = 'cross_attention' in collect
     n = cfg.n_decoder_layers
 
     def body(block, x, layer):
       key, kv, mk, mv = layer
       layer_cache = None if kv is None else LayerCache(kv[0], kv[1], **shared)
-      x, layer_cache, weights = block(x, positions_bt, segments_bt, bias_fn, Memory(mk, mv, memory.segments_bs),
-                                      layer_cache, key, with_weights)
+      x, layer_cache, weights, *cross = block(x, positions_bt, segments_bt, bias_fn,
+                                              Memory(mk, mv, memory.segments_bs), layer_cache, key, with_weights,
+                                              with_cross)
       kv = None if layer_cache is None else (layer_cache.k_bskh, layer_cache.v_bskh)
-      return x, (kv, x if 'residuals' in collect else None, weights)
+      return x, (kv, x if 'residuals' in collect else None, weights, cross[0] if cross else None)
 
     kvs = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
-    x, (kvs, residuals, weights) = run_stack(
+    x, (kvs, residuals, weights, cross) = run_stack(
         self.dec_blocks, cfg, x, (layer_keys(layers_key, n), kvs, memory.k_bskh, memory.v_bskh), body, n)
     if cache is not None:
       cache = cache.written(kvs, positions_bt, segments_bt)
     x = dropout(self.dec_norm(x), cfg.dropout, None if dropout_key is None else jax.random.fold_in(dropout_key, 1))
-    return TrunkOutput(x, cache, residuals, weights)
+    return DecodeOutput(x, cache, residuals, weights, cross_attention_lbnts=cross)
 
   def empty_cache(self, batch: int, length: int) -> KVCache:
     """A decoder self-attention cache of ``length`` slots per row."""
