@@ -27,9 +27,11 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 # Test files whose checks run in a worker subprocess that needs nothing from the tests (it
-# simulates several CPU devices, which must be set before JAX starts): tests/<worker>.py.
+# simulates several CPU devices, which must be set before JAX starts, or executes the
+# notebooks): tests/<worker>.py.
 EARLY_WORKERS = {'test_sharding.py': 'sharding_worker.py', 'test_finetune.py': 'lora_mesh_worker.py',
-                 'test_multihost.py': 'multihost_worker.py', 'test_eval_encoders.py': 'test_eval_encoders.py'}
+                 'test_multihost.py': 'multihost_worker.py', 'test_eval_encoders.py': 'test_eval_encoders.py',
+                 'test_notebooks.py': 'notebooks_worker.py'}
 
 # train.py runs that compile what the compile_cache modules' runs compile: the smoke config with
 # the schedule of tests/test_train.py's smoke(), as most of its runs, the SIGTERM test's process
@@ -63,7 +65,8 @@ def _one_cpu() -> None:
 
 
 def _all_cpus(pid: int) -> None:
-  """Lets every thread of process ``pid`` run on all of this process's CPUs again."""
+  """Lets every thread of process ``pid`` and of its descendants (a notebook's kernel, the
+  train.py it starts) run on all of this process's CPUs again."""
   if not hasattr(os, 'sched_setaffinity'):
     return
   cpus = os.sched_getaffinity(0)
@@ -74,8 +77,12 @@ def _all_cpus(pid: int) -> None:
   for tid in tids:
     try:
       os.sched_setaffinity(int(tid), cpus)
+      with open(f'/proc/{pid}/task/{tid}/children') as f:
+        children = [int(c) for c in f.read().split()]
     except OSError:  # the thread or the process has just ended
-      pass
+      continue
+    for child in children:
+      _all_cpus(child)
 
 
 def _popen(cmd: list[str], background: bool, **kw) -> subprocess.Popen:
@@ -148,7 +155,7 @@ def worker_output():
 
 
 @pytest.fixture(scope='module')
-def compile_cache():
+def compile_cache(request):
   """Turns on JAX's persistent compilation cache for the module that asks for it; off again after.
   Returns the environment variables that turn it on in a subprocess.
 
@@ -160,7 +167,10 @@ def compile_cache():
   import jax
   from jax.experimental.compilation_cache import compilation_cache
   deadline = time.monotonic() + 180
-  for proc in _warm:  # let them finish what this module would otherwise compile again
+  # A module whose programs are not the warm runs' (WARM_RUNS_NEEDED = False) goes on beside them:
+  # it neither reads their entries nor they its, and waiting would leave its process idle.
+  waiting = _warm if getattr(request.module, 'WARM_RUNS_NEEDED', True) else []
+  for proc in waiting:  # let them finish what this module would otherwise compile again
     _all_cpus(proc.pid)
     try:
       proc.wait(timeout=max(deadline - time.monotonic(), 1))

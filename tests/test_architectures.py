@@ -235,6 +235,11 @@ def smoke_config(config: str, steps: int = 6):
   return c
 
 
+# The compilation cache shares this module's BERT and T5 programs between its runs; the warm runs
+# (tests/conftest.py) compile the decoder's, so this module does not wait for them.
+WARM_RUNS_NEEDED = False
+
+
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory, compile_cache):
   """Uninterrupted smoke pre-training runs of configs/bert.py and configs/t5.py (workdirs by name).

@@ -1,16 +1,15 @@
 """The research notebooks (notebooks/NN_*.py, jupytext percent format) run top to bottom.
 
-Each is read with jupytext and executed by nbclient in a fresh python3 kernel whose working
-directory is notebooks/ (as Jupyter runs a notebook; they also run from the repository root).
-All notebooks of a session share one $LLM_NOTEBOOK_RUNS, so the smoke checkpoint that notebooks
-01, 03, 04 and 05 study is trained once, by the first of them that runs. A failing cell fails
-the test with that cell's source and error.
+tests/notebooks_worker.py executes them with nbclient in a background process that
+tests/conftest.py starts when the tests are collected (they take about a minute and a half of
+one core, beside the tests before these); each notebook's test checks its result. A failing
+cell fails that notebook's test with the cell's source and error.
 """
 
 import glob
+import json
 import logging
 import os
-import re
 import sys
 
 import pytest
@@ -18,45 +17,28 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
 NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, '[0-9][0-9]_*.py')))
-CELL_TIMEOUT = 180  # seconds per cell
+NAMES = [os.path.basename(p)[:-3] for p in NOTEBOOKS]
 
 
 @pytest.fixture(scope='module')
-def kernel_env(tmp_path_factory, compile_cache):
-  """The kernels' environment: one runs folder for the session, JAX on CPU, inline figures.
-
-  The compilation cache (tests/conftest.py) lets programs compiled by one notebook (or by a
-  train.py it starts, which inherits the environment) load in the next.
-  """
-  env = {k: v for k, v in os.environ.items()
-         if k not in ('XLA_FLAGS', 'LLM_NOTEBOOK_CKPT', 'MPLBACKEND')}
-  env.update(compile_cache)
-  env.update(LLM_NOTEBOOK_RUNS=str(tmp_path_factory.mktemp('notebook_runs')), JAX_PLATFORMS='cpu',
-             MPLBACKEND='module://matplotlib_inline.backend_inline', PYDEVD_DISABLE_FILE_VALIDATION='1')
-  return env
+def results(worker_output):
+  returncode, stdout, stderr = worker_output('notebooks_worker.py', timeout=1200)
+  assert returncode == 0, stderr[-3000:]
+  return {r['name']: r for r in map(json.loads, stdout.splitlines())}
 
 
 def test_notebooks_are_found():
-  assert len(NOTEBOOKS) >= 5, NOTEBOOKS
+  assert len(NOTEBOOKS) >= 6, NOTEBOOKS
 
 
-@pytest.mark.parametrize('path', NOTEBOOKS, ids=[os.path.basename(p)[:-3] for p in NOTEBOOKS])
-def test_notebook_runs(path, kernel_env):
-  import jupytext
-  from nbclient import NotebookClient
-  from nbclient.exceptions import CellExecutionError
-
-  nb = jupytext.read(path)
-  assert nb.cells and nb.cells[0].cell_type == 'markdown', 'a notebook opens with a markdown cell saying what it does'
-  client = NotebookClient(nb, kernel_name='python3', timeout=CELL_TIMEOUT, allow_errors=False,
-                          resources={'metadata': {'path': NOTEBOOK_DIR}})
-  try:
-    client.execute(env=kernel_env)
-  except CellExecutionError as e:
-    message = re.sub(r'\x1b\[[0-9;]*m', '', str(e))  # the kernel's traceback, without its colours
-    pytest.fail(f'{os.path.basename(path)}: a cell failed:\n{message}', pytrace=False)
-  outputs = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])]
-  assert any('image/png' in o.get('data', {}) for o in outputs), 'no figure was drawn inline'
+@pytest.mark.parametrize('name', NAMES)
+def test_notebook_runs(name, results):
+  r = results[name]
+  if r['error']:
+    pytest.fail(f'{name}: a cell failed:\n{r["error"]}', pytrace=False)
+  assert r['opens_with_markdown'], 'a notebook opens with a markdown cell saying what it does'
+  assert r['figures'] > 0, 'no figure was drawn inline'
+  assert r['seconds'] < 180, f'{name} took {r["seconds"]:.0f} s; a notebook must finish in under 3 minutes'
 
 
 def test_a_missing_input_is_one_clear_message(tmp_path, monkeypatch):
