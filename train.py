@@ -196,8 +196,8 @@ def evaluate(cfg, workdir: str) -> list:
                       '--config=configs/fewshot.py:ckpt=runs/default')
   os.makedirs(workdir, exist_ok=True)
   repo = os.path.dirname(os.path.abspath(__file__))
-  # A reused workdir's previous footprint is replaced, like its other outputs (results.clear_previous).
-  ledger = open_ledger(cfg, workdir, 'train.py (evaluate)', continue_previous=False)
+  # Added to any ledger already in the workdir (never replaced: it may be a training run's).
+  ledger = open_ledger(cfg, workdir, 'train.py (evaluate)')
 
   # ----- Mesh ----------------------------------------------------------------------------
   mesh = sharding.make_mesh(dict(cfg.mesh))

@@ -93,9 +93,12 @@ def test_reused_eval_workdir_keeps_no_stale_outputs(trained, tmp_path):
   for stale in ('samples_old_task.jsonl', 'bias_report.md', 'bbq.png', 'eval_results.json'):
     (wd / stale).write_text('from an earlier run')
   (wd / 'notes.txt').write_text('mine')
+  shutil.copy(os.path.join(trained, 'footprint.json'), wd)  # e.g. evaluating into a training workdir
   c = fewshot.get_config(f'ckpt={trained},smoke=True,bias=False')
   c.evals.fewshot.tasks = 'sst2'
   train.evaluate(c, str(wd))
+  runs = json.load(open(wd / 'footprint.json'))['runs']  # a ledger found there is added to, never replaced
+  assert [r['program'] for r in runs] == ['train.py', 'train.py (evaluate)']
   assert sorted(os.listdir(wd)) == sorted(['eval_results.json', 'notes.txt', 'samples_sst2.jsonl', 'footprint.json',
                                            *[f for f in os.listdir(wd) if f.startswith('events.out')]])
   assert list(json.load(open(wd / 'eval_results.json'))['results']) == ['sst2']
