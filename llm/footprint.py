@@ -583,6 +583,8 @@ def estimate(*, tokens: float, device: str, chips: int, mfu: float, pue: float =
   if not 0 < mfu <= 1:
     raise FootprintError(f'--mfu={mfu} must be a fraction in (0, 1], e.g. 0.45; or a workdir whose metrics.jsonl '
                          f'has mfu')
+  if pue < 1.0:
+    raise FootprintError(f'--pue={pue} is below 1 (facility energy over IT energy); use 1.0 for the devices alone')
   if chips < 1 or tokens <= 0:
     raise FootprintError(f'--chips={chips} and --tokens={tokens:g} must be positive')
   key, spec = device_spec(device, watts=watts)
@@ -615,8 +617,11 @@ def measured_mfu(workdir: str) -> float:
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     raise FootprintError(f'--mfu={workdir}: {path} does not exist; pass a training workdir or a fraction (e.g. 0.45)')
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  try:
+    with open(path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+  except ValueError as e:
+    raise FootprintError(f'{path} is not one JSON object per line ({e}); pass --mfu=<fraction> instead') from None
   values = [r['mfu'] for r in rows[1:] if 'mfu' in r] or [r['mfu'] for r in rows if 'mfu' in r]
   if not values:
     raise FootprintError(f'{path} has no mfu (CPU runs have none: the peak of a CPU is not known); pass a '

@@ -876,14 +876,6 @@ def _check_against_model(params: dict, cfg: ModelConfig, layout: Layout, src: st
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_json(path: str) -> dict[str, Any]:
-  if not os.path.isfile(path):
-    return {}
-  with open(path, encoding='utf-8') as f:
-    data = json.load(f)
-  return data if isinstance(data, dict) else {}
-
-
 def _content(value: Any) -> str | None:
   """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
   value = value.get('content') if isinstance(value, dict) else value
@@ -906,9 +898,9 @@ def _special_token_additions(src: str, family: str) -> dict[str, str]:
   and [PAD] are named where the files leave them to the tokenizer class's defaults.
   """
   from tokenizers import Tokenizer
-  from llm.tokenizer import HFTokenizer, TokenizerError
-  named = {k: _content(v) for k, v in {**_read_json(os.path.join(src, 'special_tokens_map.json')),
-                                       **_read_json(os.path.join(src, 'tokenizer_config.json'))}.items()}
+  from llm.tokenizer import HFTokenizer, TokenizerError, read_json_object
+  named = {k: _content(v) for k, v in {**read_json_object(os.path.join(src, 'special_tokens_map.json')),
+                                       **read_json_object(os.path.join(src, 'tokenizer_config.json'))}.items()}
   try:
     vocab = Tokenizer.from_file(os.path.join(src, 'tokenizer.json'))
   except Exception as e:  # the Rust error says what is wrong with the file
@@ -949,7 +941,7 @@ def load_tokenizer(src: str, vocab_size: int, into: str | None = None, family: s
   as BOS/EOS) are written into the copy's tokenizer_config.json; read through hf:<dir>,
   such a tokenizer is read from a copy made for the process.
   """
-  from llm.tokenizer import HFTokenizer, SentencePieceTokenizer, TokenizerError
+  from llm.tokenizer import HFTokenizer, SentencePieceTokenizer, TokenizerError, read_json_object
   has_json = os.path.isfile(os.path.join(src, 'tokenizer.json'))
   if not has_json and not os.path.isfile(os.path.join(src, 'spiece.model')):
     raise HFError(f'{src} has no tokenizer.json (nor a T5 spiece.model); save the tokenizer beside the model '
@@ -963,12 +955,12 @@ def load_tokenizer(src: str, vocab_size: int, into: str | None = None, family: s
       if os.path.exists(os.path.join(src, name)):
         shutil.copy2(os.path.join(src, name), folder)
     if additions:
-      config = {**_read_json(os.path.join(src, 'tokenizer_config.json')), **additions}
+      config = {**read_json_object(os.path.join(src, 'tokenizer_config.json')), **additions}
       with open(os.path.join(folder, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
   try:
     # T5's spiece.model: the <extra_id_N> sentinels T5Tokenizer appends (tokenizer_config's extra_ids, default 100).
-    extra = int(_read_json(os.path.join(folder, 'tokenizer_config.json')).get('extra_ids', 100)) \
+    extra = int(read_json_object(os.path.join(folder, 'tokenizer_config.json')).get('extra_ids', 100)) \
         if family == 't5' else 0
     tok = HFTokenizer(folder) if has_json else SentencePieceTokenizer(os.path.join(folder, 'spiece.model'), extra)
   except TokenizerError as e:

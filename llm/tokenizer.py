@@ -205,8 +205,9 @@ def _token_content(value: Any) -> str | None:
   return value if isinstance(value, str) and value else None
 
 
-def _read_json(path: str) -> dict[str, Any]:
-  if not os.path.exists(path):
+def read_json_object(path: str) -> dict[str, Any]:
+  """The JSON object in ``path``; {} when there is no such file or it holds no object."""
+  if not os.path.isfile(path):
     return {}
   with open(path, encoding='utf-8') as f:
     data = json.load(f)
@@ -244,10 +245,10 @@ class HFTokenizer:
     except Exception as e:  # the Rust error says what is wrong with the file
       raise TokenizerError(f'{file} is not a tokenizers file: {e}') from None
     folder = os.path.dirname(self.path)
-    config = {**_read_json(os.path.join(folder, 'special_tokens_map.json')),
-              **_read_json(os.path.join(folder, 'tokenizer_config.json'))}
-    model_cfg = {**_read_json(os.path.join(folder, 'generation_config.json')),
-                 **_read_json(os.path.join(folder, 'config.json'))}
+    config = {**read_json_object(os.path.join(folder, 'special_tokens_map.json')),
+              **read_json_object(os.path.join(folder, 'tokenizer_config.json'))}
+    model_cfg = {**read_json_object(os.path.join(folder, 'generation_config.json')),
+                 **read_json_object(os.path.join(folder, 'config.json'))}
     self.vocab_size = self.tk.get_vocab_size(with_added_tokens=True)
     # transformers' split_special_tokens: text that spells a special token is encoded as text.
     self.tk.encode_special_tokens = bool(config.get('split_special_tokens', False))

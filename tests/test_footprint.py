@@ -175,8 +175,8 @@ def test_device_lookup_by_kind_and_unknown_kinds():
   assert footprint.device_spec('auto', 'TPU v5p')[0] == 'tpu-v5p'
   assert footprint.device_spec('auto', 'NVIDIA H200')[0] == 'h200'
   assert footprint.device_spec('auto', 'Apple M3', cpu=True)[0] == 'cpu'
-  assert footprint.device_spec('auto', 'Mystery NPU', 500.0) == ('custom', footprint.device_spec(
-      'auto', 'Mystery NPU', 500.0)[1])
+  key, spec = footprint.device_spec('auto', 'Mystery NPU', 500.0)  # an unknown kind with its power set by hand
+  assert (key, spec.watts, spec.source) == ('custom', 500.0, 'set by hand (footprint.device_watts)')
   with pytest.raises(FootprintError, match=r"unknown device kind 'Mystery NPU'.*h100.*footprint.device_watts"):
     footprint.device_spec('auto', 'Mystery NPU')
   with pytest.raises(FootprintError, match=r"unknown device 'tpu-v9'; known devices: h200.*device_watts"):
@@ -219,9 +219,14 @@ def test_estimate_from_a_size_and_a_measured_mfu(tmp_path):
   rows = [{'step': 1, 'mfu': 0.05}, {'step': 2, 'mfu': 0.40}, {'step': 3, 'mfu': 0.44}, {'step': 4, 'mfu': 0.42}]
   (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
   assert footprint.measured_mfu(str(tmp_path)) == pytest.approx(0.42)  # the first row, with compilation, left out
+  (tmp_path / 'metrics.jsonl').write_text('{"step": 1, "mfu": 0.4\n')  # cut mid-line
+  with pytest.raises(FootprintError, match='is not one JSON object per line'):
+    footprint.measured_mfu(str(tmp_path))
   (tmp_path / 'metrics.jsonl').write_text('{"step": 1, "train_loss": 3.0}\n')
   with pytest.raises(FootprintError, match='has no mfu .*--mfu=0.45'):
     footprint.measured_mfu(str(tmp_path))
+  with pytest.raises(FootprintError, match='pue=0.5 is below 1'):
+    footprint.estimate(size='7b', tokens=1e12, device='h100', chips=8, mfu=0.4, pue=0.5)
   with pytest.raises(FootprintError, match='exactly one of --size'):
     footprint.estimate(size='7b', params=7e9, tokens=1e12, device='h100', chips=8, mfu=0.4)
 

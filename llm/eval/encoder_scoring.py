@@ -73,8 +73,8 @@ from jax.sharding import Mesh
 
 from llm import sharding, trainer
 from llm.eval import seq2seq
-from llm.eval.scorer import (DEFAULT_MAX_GEN_TOKS, MIN_WIDTH, ScorerStats, Tokens, _bucket, _on_mesh, cut_at_stop,
-                             normalise_gen_kwargs, rolling_windows)
+from llm.eval.scorer import (DEFAULT_MAX_GEN_TOKS, MIN_WIDTH, ScorerBase, Tokens, _bucket, _on_mesh, cut_at_stop,
+                             normalise_gen_kwargs, rolling_windows, split_context)
 from llm.models import ModelConfig
 from llm.models.layers import Memory
 from llm.tokenizer import Tokenizer, prefix_token
@@ -91,7 +91,7 @@ class MaskedLMCannotGenerate(NotImplementedError):
 # ---------------------------------------------------------------------------------------------
 
 
-class _Scorer(ScorerStats):
+class _Scorer(ScorerBase):
   """What the encoder scorers share: framing settings, batch size, placement; ModelLM's counters."""
 
   def __init__(self, cfg: ModelConfig, tokenizer: Tokenizer, mesh: Mesh, max_length: int | None, batch_rows: int,
@@ -225,14 +225,7 @@ class MaskedLM(_Scorer):
     """
     if context == '':
       return (), self._encode(continuation)
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-      context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    ctx = None if cache is None else cache.get(context)
-    if ctx is None:
-      ctx = self._encode(context)
-      if cache is not None:
-        cache[context] = ctx
+    ctx, context, continuation = split_context(context, continuation, cache, self._encode)
     return ctx, self._encode(context + continuation)[len(ctx):]
 
   def frame(self, tokens: Sequence[int]) -> Tokens:
@@ -240,15 +233,6 @@ class MaskedLM(_Scorer):
     return self.bos + tuple(tokens) + self.eos
 
   # ----- The harness's three request types ------------------------------------------------
-
-  def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-    """(PLL of the continuation given the context, every masked argmax is the token) per request."""
-    t0 = time.perf_counter()
-    cache: dict[str, Tokens] = {}
-    lls, greedy = self.score_pairs([self.encode_pair(c, x, cache) for c, x in requests])
-    self._stats['requests'] += len(requests)
-    self._stats['seconds'] += time.perf_counter() - t0
-    return [(float(l), bool(g)) for l, g in zip(lls, greedy)]
 
   def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
     """PLL of each whole text, over the rolling windows of the module docstring."""
@@ -423,26 +407,10 @@ class Seq2SeqLM(_Scorer):
       if cont and cont[0] == self.prefix:
         return cont[:1], cont[1:]
       return (self.prefix,), cont
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-      context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    ctx = None if cache is None else cache.get(context)
-    if ctx is None:
-      ctx = self.encode_text(context)
-      if cache is not None:
-        cache[context] = ctx
+    ctx, context, continuation = split_context(context, continuation, cache, self.encode_text)
     return ctx, self._encode(continuation)
 
   # ----- The harness's three request types ------------------------------------------------
-
-  def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-    """(log p(continuation | context), greedy decoding produces it) per request."""
-    t0 = time.perf_counter()
-    cache: dict[str, Tokens] = {}
-    lls, greedy = self.score_pairs([self.encode_pair(c, x, cache) for c, x in requests])
-    self._stats['requests'] += len(requests)
-    self._stats['seconds'] += time.perf_counter() - t0
-    return [(float(l), bool(g)) for l, g in zip(lls, greedy)]
 
   def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
     """log p(text) over the harness's windows: window context -> encoder, window tokens -> decoder."""

@@ -254,9 +254,38 @@ def _scoring_fn(graphdef: nnx.GraphDef, mesh: Mesh) -> Callable:
 # ---------------------------------------------------------------------------------------------
 
 
-class ScorerStats:
-  """The counters every scorer keeps (ModelLM, and the encoder and encoder-decoder scorers of
-  ``llm.eval.encoder_scoring``), so results files and evaluators read them alike."""
+def split_context(context: str, continuation: str, cache: dict[str, Tokens] | None,
+                  encode: Callable[[str], Tokens]) -> tuple[Tokens, str, str]:
+  """The harness's split of a (non-empty) context and its continuation: the context's trailing
+  whitespace moves to the continuation. Returns (the context's tokens by ``encode``, read from
+  or written to ``cache`` (context -> tokens) so that a call encodes each context once, the
+  context, the continuation)."""
+  n_spaces = len(context) - len(context.rstrip())
+  if n_spaces:
+    context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+  ctx = None if cache is None else cache.get(context)
+  if ctx is None:
+    ctx = encode(context)
+    if cache is not None:
+      cache[context] = ctx
+  return ctx, context, continuation
+
+
+class ScorerBase:
+  """What every scorer shares (ModelLM, and the encoder and encoder-decoder scorers of
+  ``llm.eval.encoder_scoring``): the counters, so results files and evaluators read them
+  alike, and the harness's ``loglikelihood`` over the scorer's ``encode_pair`` and
+  ``score_pairs``."""
+
+  def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+    """(log-likelihood of the continuation given the context, whether the model's greedy choice
+    produces it) per request, as the scorer defines both."""
+    t0 = time.perf_counter()
+    cache: dict[str, Tokens] = {}  # per call: a question's choices share one context encoding
+    lls, greedy = self.score_pairs([self.encode_pair(c, x, cache) for c, x in requests])
+    self._stats['requests'] += len(requests)
+    self._stats['seconds'] += time.perf_counter() - t0
+    return [(float(l), bool(g)) for l, g in zip(lls, greedy)]
 
   def reset_stats(self) -> None:
     self._stats = dict(requests=0, unique_sequences=0, tokens_scored=0, tokens_forward=0, forward_rows=0,
@@ -284,7 +313,7 @@ class ScorerStats:
     return s
 
 
-class ModelLM(ScorerStats):
+class ModelLM(ScorerBase):
   """lm-evaluation-harness's LM interface (loglikelihood, loglikelihood_rolling, generate_until).
 
   Requests are plain tuples rather than harness ``Instance``s: ``(context, continuation)``,
@@ -352,28 +381,10 @@ class ModelLM(ScorerStats):
       if cont and cont[0] == self.prefix:  # the harness: a continuation that starts with the prefix token
         return cont[:1], cont[1:]
       return (self.prefix,), cont
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-      context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    ctx = None if cache is None else cache.get(context)
-    if ctx is None:
-      ctx = self.encode_text(context)
-      if cache is not None:
-        cache[context] = ctx
-    whole = self.encode_text(context + continuation)
-    return ctx, whole[len(ctx):]
+    ctx, context, continuation = split_context(context, continuation, cache, self.encode_text)
+    return ctx, self.encode_text(context + continuation)[len(ctx):]
 
   # ----- The harness's three request types ------------------------------------------------
-
-  def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-    """(sum log p(continuation | context), whether greedy decoding produces it) per request."""
-    t0 = time.perf_counter()
-    cache: dict[str, Tokens] = {}  # per call: a question's choices share one context encoding
-    pairs = [self.encode_pair(c, x, cache) for c, x in requests]
-    lls, greedy = self.score_pairs(pairs)
-    self._stats['requests'] += len(requests)
-    self._stats['seconds'] += time.perf_counter() - t0
-    return [(float(l), bool(g)) for l, g in zip(lls, greedy)]
 
   def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
     """log p(text) of each whole text over the harness's disjoint windows after the prefix token.
