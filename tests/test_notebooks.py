@@ -38,7 +38,6 @@ def test_notebook_runs(name, results):
     pytest.fail(f'{name}: a cell failed:\n{r["error"]}', pytrace=False)
   assert r['opens_with_markdown'], 'a notebook opens with a markdown cell saying what it does'
   assert r['figures'] > 0, 'no figure was drawn inline'
-  assert r['seconds'] < 180, f'{name} took {r["seconds"]:.0f} s; a notebook must finish in under 3 minutes'
 
 
 def test_a_missing_input_is_one_clear_message(tmp_path, monkeypatch):
