@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from llm.data import Corpus, DataConfig, DataError, PackedRows
+from llm.data import counterfactual as cf
 from llm.tokenizer import Tokenizer
 
 Chunk = tuple[str, bool]  # (text, trained)
@@ -88,7 +89,12 @@ class SFTConfig:
   truncation: str = 'truncate_prompt'  # fail | drop | truncate_prompt
   add_eos: bool = True  # end every completion with EOS (trained)
   limit: int = 0  # keep the first N training examples (0 = all): quick runs and tests
-  seed: int = 0  # order of the batches (llm.data.train_dataset)
+  seed: int = 0  # order of the batches (llm.data.train_dataset), and which examples counterfactual_rate picks
+  # Counterfactual augmentation of the training examples (llm.data.counterfactual): the prompt
+  # and completion of an example swapped together; validation examples are never changed.
+  counterfactual: str = ''  # categories of data/counterfactual/ ('gender,gender_names') or list paths; '' = off
+  counterfactual_mode: str = 'add'  # 'add' (a swapped copy of each chosen example) or 'substitute' (replace it)
+  counterfactual_rate: float = 1.0  # fraction of the examples with a swap that are chosen, by a hash of (seed, index)
 
 
 @dataclasses.dataclass
@@ -247,6 +253,25 @@ def read_examples(cfg: SFTConfig, root: str = '.', task_dirs: Sequence[str] = ('
   return train, val
 
 
+def counterfactual_examples(examples: list[tuple[list[Chunk], str]], cfg: SFTConfig, root: str = '.'
+                            ) -> tuple[list[tuple[list[Chunk], str]], cf.Counters | None]:
+  """``examples`` augmented by ``cfg.counterfactual`` (``llm.data.counterfactual.augment``):
+  the chunks of an example are swapped as one text, so its prompt and completion get the
+  same mapping. Copies are named '<where> (counterfactual)'. (examples, None) when off."""
+  cf.check_options(cfg.counterfactual_mode, cfg.counterfactual_rate, 'sft')
+  if not cf.split_specs(cfg.counterfactual):
+    return examples, None
+  swapper = cf.Swapper.from_categories(cfg.counterfactual, root)
+  got, counters = cf.augment_parts([[text for text, _ in chunks] for chunks, _ in examples], swapper,
+                                   cfg.counterfactual_mode, cfg.counterfactual_rate, cfg.seed)
+  out = []
+  for i, parts, swapped in got:
+    chunks, where = examples[i]
+    out.append(([(p, trained) for p, (_, trained) in zip(parts, chunks)],
+                f'{where} (counterfactual)' if swapped else where))
+  return out, counters
+
+
 # ---------------------------------------------------------------------------------------------
 # Chunks -> tokens with a loss mask -> rows
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +395,9 @@ def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: S
   if cfg.truncation not in TRUNCATION:
     raise DataError(f'sft.truncation={cfg.truncation!r} is unknown; use one of {list(TRUNCATION)}')
   train_ex, val_ex = read_examples(cfg, root, task_dirs)
+  train_ex, counters = counterfactual_examples(train_ex, cfg, root)  # training examples only
+  if counters is not None:
+    print('\n'.join(counters.lines('training examples')), flush=True)
   report: dict[str, Any] = {'train': {}, 'validation': {}}
   labels: list[str] = []
   if head == 'classifier':
@@ -403,8 +431,9 @@ def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: S
                          target_tokens=int((scored > 0).sum()), tokens=int((rows['segments'] > 0).sum()),
                          fill=float((rows['segments'] > 0).mean()) if len(rows['inputs']) else 0.0)
   data_cfg = DataConfig(sources=cfg.source, seq_len=cfg.seq_len, seed=cfg.seed)
-  return SFTData(Corpus(data_cfg, tokenizer, [PackedRows(train)], [1.0], PackedRows(val), [cfg.source]), report,
-                 labels)
+  corpus = Corpus(data_cfg, tokenizer, [PackedRows(train)], [1.0], PackedRows(val), [cfg.source],
+                  counterfactual=counters)
+  return SFTData(corpus, report, labels)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -15,4 +15,4 @@ from llm.data.objectives import (  # noqa: F401  (what training code needs to kn
     compute_input_and_target_lengths, make_objective, word_start_table, word_starts_for)
 from llm.data.stream import (  # noqa: F401  (the names train.py, finetune.py and llm/sft.py use)
     Corpus, DataConfig, PackedRows, describe, load_corpus, make_data_tokenizer, pack, parse_sources, train_batches,
-    train_dataset, val_batches)
+    train_dataset, val_batches, write_mitigation_report)

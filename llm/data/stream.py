@@ -30,11 +30,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 
+from llm.data import counterfactual as cf
+from llm.data import reweight as rw
 from llm.data import tokens as T
 from llm.data.documents import (DataError, check_split, glob_files, read_documents, read_tfds, resolve,
                                 split_documents)
@@ -65,6 +69,13 @@ class DataConfig:
   whole_word: bool = False  # mlm: select whole words (byte tokenizer: whitespace-separated; WordPiece: no '##')
   noise_density: float = 0.15  # span_corruption: fraction of raw tokens in noise spans (T5: 0.15)
   mean_span: float = 3.0  # span_corruption: mean noise span length in tokens (T5: 3); seq_len is the encoder's
+  # Counterfactual augmentation of the training documents (llm.data.counterfactual); text and tfds: sources only.
+  counterfactual: str = ''  # categories of data/counterfactual/ ('gender,gender_names') or list paths; '' = off
+  counterfactual_mode: str = 'add'  # 'add' (a swapped copy of each chosen document) or 'substitute' (replace it)
+  counterfactual_rate: float = 1.0  # fraction of the documents with a swap that are chosen, by a hash of (seed, index)
+  # Representation-aware reweighting of the training documents (llm.data.reweight), after augmentation.
+  reweight: str = ''  # identity-group targets, e.g. 'gender:female=0.5,religion=0.2'; '' = off
+  reweight_max_weight: float = 10.0  # the most a training document is up- or downsampled by data.reweight
 
 
 def parse_sources(spec: str) -> list[tuple[str, float]]:
@@ -188,14 +199,20 @@ class Corpus:
   val: Rows  # all sources' validation rows, one after the other
   names: list[str]
   objective: Objective = dataclasses.field(default_factory=NextToken)  # what a row's fields are
+  counterfactual: cf.Counters | None = None  # what data.counterfactual did to the training documents (None: off)
+  reweighting: list[rw.ReweightReport] = dataclasses.field(default_factory=list)  # data.reweight, per source
 
   @property
   def num_train_rows(self) -> int:
     return sum(t.num_rows for t in self.train)
 
 
-def _text_streams(pattern: str, cfg: DataConfig, tok: Tokenizer, root: str) -> tuple[T.MemoryTokens, T.MemoryTokens]:
-  """A text or TFDS source read, split and tokenized in memory (a small corpus, no preparation)."""
+def _text_streams(pattern: str, cfg: DataConfig, tok: Tokenizer, root: str, swapper: cf.Swapper | None = None
+                  ) -> tuple[T.MemoryTokens, T.MemoryTokens, cf.Counters | None, rw.ReweightReport | None]:
+  """A text or TFDS source read, split and tokenized in memory (a small corpus, no preparation);
+  with a ``swapper``, its training documents (never validation's) augmented by ``cf.augment``,
+  then, with ``cfg.reweight``, resampled by ``rw.reweight_documents`` (so the shares reached
+  are those of the documents trained on)."""
   if pattern.startswith('tfds:'):
     tr_docs, va_docs = read_tfds(pattern[len('tfds:'):], root)
     if va_docs is None:  # no validation split: hold out documents of train, as for files
@@ -213,9 +230,22 @@ def _text_streams(pattern: str, cfg: DataConfig, tok: Tokenizer, root: str) -> t
       tr, va = split_documents(read_documents(path, cfg), cfg)
       tr_docs += tr
       va_docs += va
+  counters = None
+  if swapper is not None:  # after the split, so a document's copy is on its side, and validation stays as it was
+    tr_docs, counters = cf.augment(tr_docs, swapper, cfg.counterfactual_mode, cfg.counterfactual_rate, cfg.seed)
   bos = tok.bos_id if tok.add_bos else None
-  return tuple(T.memory_tokens([tok.encode(d) for d in docs], bos, tok.eos_id, tok.vocab_size)  # type: ignore[return-value]
-               for docs in (tr_docs, va_docs))
+  tr_tokens = [tok.encode(d) for d in tr_docs]
+  report = None
+  if cfg.reweight:
+    try:
+      idx, report = rw.reweight_documents(tr_docs, cfg.reweight, cfg.reweight_max_weight, cfg.seed)
+    except DataError as e:
+      raise DataError(f'{pattern}: {e}') from None
+    print('\n'.join(f'{pattern}: {line}' for line in report.lines()), flush=True)
+    tr_tokens = [tr_tokens[i] for i in idx]  # each document encoded once, its tokens repeated
+  tr = T.memory_tokens(tr_tokens, bos, tok.eos_id, tok.vocab_size)
+  va = T.memory_tokens([tok.encode(d) for d in va_docs], bos, tok.eos_id, tok.vocab_size)  # never reweighted
+  return tr, va, counters, report
 
 
 def make_data_tokenizer(cfg: DataConfig) -> Tokenizer:
@@ -251,12 +281,30 @@ def load_corpus(cfg: DataConfig, root: str = '.', tokenizer: Tokenizer | None = 
     raise DataError(str(e)) from None
   objective = make_objective(cfg.objective, tok, cfg)
   check_split(cfg)
-  train, weights, vals, names = [], [], [], []
+  cf.check_options(cfg.counterfactual_mode, cfg.counterfactual_rate)
+  swapper = cf.Swapper.from_categories(cfg.counterfactual, root) if cf.split_specs(cfg.counterfactual) else None
+  counters = cf.Counters(swapper.categories, cfg.counterfactual_mode, cfg.counterfactual_rate) if swapper else None
+  if cfg.reweight:  # a malformed target fails before any source is read
+    rw.parse_targets(cfg.reweight)
+  train, weights, vals, names, reports = [], [], [], [], []
   for pattern, weight in parse_sources(cfg.sources):
     if pattern.startswith('tokens:'):
+      if swapper is not None:
+        raise DataError(f'data.counterfactual={cfg.counterfactual!r} cannot augment {pattern}: its documents were '
+                        'tokenized when it was prepared, so augmentation belongs to preparation, which '
+                        'llm.data.prepare does not do yet; train on the text (a glob or tfds:<dir>) instead, '
+                        "or set --config.data.counterfactual=''")
+      if cfg.reweight:
+        raise DataError(f'data.reweight={cfg.reweight!r} cannot reweight {pattern}: its documents were tokenized '
+                        'when it was prepared, so no text is left to count identity terms in; train on the text '
+                        "(a glob or tfds:<dir>) instead, or set --config.data.reweight=''")
       tr, va, _ = T.open_prepared(pattern[len('tokens:'):], _text_tokenizer(tok), root, cfg.check_sources)
     else:
-      tr, va = _text_streams(pattern, cfg, tok, root)
+      tr, va, got, report = _text_streams(pattern, cfg, tok, root, swapper)
+      if counters is not None and got is not None:
+        counters.update(got)
+      if report is not None:
+        reports.append(report)
     rows = TokenWindows(tr, cfg.seq_len, objective, TRAIN)
     if rows.num_rows == 0:
       raise DataError(f'data source {pattern!r} has no training text after the validation split')
@@ -264,7 +312,30 @@ def load_corpus(cfg: DataConfig, root: str = '.', tokenizer: Tokenizer | None = 
     weights.append(weight)
     names.append(pattern)
     vals.append(TokenWindows(va, cfg.seq_len, objective, VALIDATION))
-  return Corpus(cfg, tok, train, weights, ConcatRows(vals), names, objective)
+  if counters is not None:
+    print('\n'.join(counters.lines()), flush=True)
+  return Corpus(cfg, tok, train, weights, ConcatRows(vals), names, objective, counters, reports)
+
+
+def write_mitigation_report(corpus: Corpus, workdir: str) -> str | None:
+  """Writes ``workdir/data_mitigation.json``: what data.counterfactual and data.reweight did to
+  the training documents (counters, per-target shares), for the run's record and its model
+  card. Nothing (and None) when both are off."""
+  if corpus.counterfactual is None and not corpus.reweighting:
+    return None
+  out: dict = {'sources': corpus.names}
+  if corpus.counterfactual is not None:
+    c = corpus.counterfactual
+    out['counterfactual'] = {'categories': list(c.categories), 'mode': c.mode, 'rate': c.rate, **c.as_dict(),
+                             'top_terms': dict(c.terms.most_common(20))}
+  if corpus.reweighting:
+    out['reweighting'] = [dataclasses.asdict(r) for r in corpus.reweighting]
+  path = os.path.join(workdir, 'data_mitigation.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(out, f, indent=2, default=str)
+  os.replace(tmp, path)  # never a half-written report beside the run
+  return path
 
 
 # ---------------------------------------------------------------------------- sampling
