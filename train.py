@@ -7,7 +7,9 @@
 Rerunning with the same --workdir resumes from its newest checkpoint. The workdir gets
 checkpoints/, TensorBoard event files, metrics.jsonl (one object per logged step,
 including the ``eval/<task>/<metric>`` of config.evals and the energy_kwh and co2e_kg so
-far), footprint.json (energy and carbon by phase, llm/footprint.py), config.json and sample.txt.
+far), footprint.json (energy and carbon by phase, llm/footprint.py), config.json and sample.txt;
+with config.monitor.enabled, ``monitor/...`` rates of the generations in metrics.jsonl and
+flagged outputs in monitor_flags.jsonl (llm/eval/monitor.py).
 A config with ``loop='evaluate'`` (configs/fewshot.py) trains nothing: it scores the
 checkpoint of ``eval.ckpt`` on config.evals and writes eval_results.json.
 """
@@ -49,6 +51,7 @@ def run(cfg, workdir: str) -> dict:
   from llm import checkpoint, data, loop, sharding, trainer
   from llm.eval import evaluators, results
   from llm.eval.lms import make_lm
+  from llm.eval.monitor import Monitor
   from llm.run import (ConfigError, check_objective, data_config, init_distributed, init_source, model_config,
                        open_ledger, optim_config)
 
@@ -76,10 +79,14 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Data ----------------------------------------------------------------------------
   repo = os.path.dirname(os.path.abspath(__file__))
+  # Scores every generation (evaluators' generate_until, the final sample; llm/eval/monitor.py).
+  # Built before the data, so that a bad config.monitor fails in a second.
+  monitor = Monitor.from_config(cfg.monitor, root=repo, out_dir=workdir if lead else None)
   corpus = data.load_corpus(data_config(cfg), root=repo, tokenizer=init.tokenizer if init else None)
   val = data.val_batches(corpus, tc.batch_size, tc.eval_batches, jax.process_index(), jax.process_count())
   if lead:
     print('\n'.join(data.describe(corpus)), flush=True)
+    data.write_mitigation_report(corpus, workdir)  # data_mitigation.json, when augmentation or reweighting is on
 
   # ----- Model, optimizer, shardings -----------------------------------------------------
   model_cfg = init.model_cfg if init else model_config(cfg, corpus.tokenizer.vocab_size, jax.default_backend())
@@ -114,7 +121,8 @@ def run(cfg, workdir: str) -> dict:
     with ledger.phase('evaluation'):
       lm = make_lm(setup.graphdef, model_cfg, params, corpus.tokenizer, mesh, batch_rows=cfg.eval.batch_rows,
                    max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token)
-      return results.flat_metrics([ev.run(lm) for ev in due])
+      lm.monitor, monitor.tags = monitor, {'step': step}
+      return {**results.flat_metrics([ev.run(lm) for ev in due]), **monitor.collect()}  # monitor/...: this step's
 
   # ----- Loop ----------------------------------------------------------------------------
   validation = loop.validation_loss_fn(setup, val)
@@ -129,7 +137,7 @@ def run(cfg, workdir: str) -> dict:
   # ----- Sample, footprint ---------------------------------------------------------------
   if not stopped and model_cfg.arch == 'decoder':  # an encoder fills masks and a T5 answers inputs: no free text
     with ledger.phase('evaluation'):
-      sample(cfg, workdir, setup, model_cfg, state.params, corpus.tokenizer, mesh, writer)
+      sample(cfg, workdir, setup, model_cfg, state.params, corpus.tokenizer, mesh, writer, monitor)
   writer.flush()
   summary = ledger.close(last.get('step'))
   if lead:
@@ -137,9 +145,15 @@ def run(cfg, workdir: str) -> dict:
   return last
 
 
-def sample(cfg, workdir: str, setup, model_cfg, params, tok, mesh, writer) -> None:
-  """Write (sample.txt, TensorBoard) and print a continuation of ``cfg.sample.prompt``."""
+def sample(cfg, workdir: str, setup, model_cfg, params, tok, mesh, writer, monitor=None) -> None:
+  """Write (sample.txt, TensorBoard) and print a continuation of ``cfg.sample.prompt``.
+
+  An enabled ``monitor`` (llm/eval/monitor.py) scores the continuation; its rates go to
+  metrics.jsonl and TensorBoard as ``monitor/sample/...`` at the last step, and a blocked
+  continuation is replaced by its placeholder in everything written and printed.
+  """
   import jax
+  from llm.eval.monitor import append_metrics
   from llm.tokenizer import prefix_token
   lead = jax.process_index() == 0
   tc = cfg.train
@@ -148,6 +162,16 @@ def sample(cfg, workdir: str, setup, model_cfg, params, tok, mesh, writer) -> No
   ids = sample_beyond_context(setup.graphdef, model_cfg, params, prompt, cfg.sample.num_tokens,
                               temperature=cfg.sample.temperature, top_k=cfg.sample.top_k, seed=cfg.seed, mesh=mesh)
   text = tok.decode(ids)
+  if monitor is not None and monitor.enabled:
+    monitor.tags = {'step': tc.steps}
+    generated = tok.decode(ids[len(prompt):])  # the prompt is not the model's output
+    kept = monitor.apply([generated], prompts=[cfg.sample.prompt], source='sample')[0]
+    if kept != generated:  # blocked
+      text = tok.decode(ids[:len(prompt)]) + kept
+    rates = monitor.collect('monitor/sample')
+    if lead:
+      writer.write_scalars(tc.steps, rates)
+      append_metrics(workdir, tc.steps, rates)
   if lead:
     with open(os.path.join(workdir, 'sample.txt'), 'w') as f:
       f.write(text)
@@ -188,6 +212,7 @@ def evaluate(cfg, workdir: str) -> list:
   from llm import checkpoint, sharding
   from llm.eval import evaluators, results
   from llm.eval.lms import make_lm
+  from llm.eval.monitor import Monitor, append_metrics
   from llm.models import build
   from llm.run import ConfigError, open_ledger, runtime_choices
 
@@ -206,6 +231,7 @@ def evaluate(cfg, workdir: str) -> list:
   evals = evaluators.build_evaluators(cfg.evals, _split(cfg.eval.task_dirs), root=repo)
   if not evals:
     raise ConfigError('config.evals is empty: nothing to evaluate (see configs/fewshot.py)')
+  monitor = Monitor.from_config(cfg.monitor, root=repo, out_dir=workdir if jax.process_index() == 0 else None)
 
   # ----- Parameters only, straight into this mesh's shardings ---------------------------
   choices = runtime_choices(cfg, jax.default_backend())
@@ -224,6 +250,7 @@ def evaluate(cfg, workdir: str) -> list:
   # ----- Scorer: the harness's LM interface over our model -------------------------------
   lm = make_lm(graphdef, model_cfg, params, tok, mesh, batch_rows=cfg.eval.batch_rows,
                max_length=cfg.eval.max_length or None, add_bos_token=cfg.eval.add_bos_token)
+  lm.monitor, monitor.tags = monitor, {'step': step}  # every generate_until answer passes through it
 
   # ----- Run and write ---------------------------------------------------------------------
   stale = results.clear_previous(workdir)  # a reused workdir: never mix two runs' files
@@ -238,8 +265,13 @@ def evaluate(cfg, workdir: str) -> list:
       'devices': f'{jax.device_count()} {jax.default_backend()}', 'batch_rows': cfg.eval.batch_rows,
       'max_length': cfg.eval.max_length or model_cfg.max_seq_len})
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
-  writer.write_scalars(step, results.flat_metrics(outputs))
+  rates = monitor.collect()  # monitor/...: {} when disabled or nothing was generated
+  writer.write_scalars(step, {**results.flat_metrics(outputs), **rates})
   writer.flush()
+  if rates and jax.process_index() == 0:
+    append_metrics(workdir, step, rates)
+    print('monitor: ' + ', '.join(f'{k.split("/", 1)[1]} {v:.4g}' for k, v in rates.items()
+                                  if '/sentiment/' not in k and '/mentions/' not in k), flush=True)
   for out in outputs:
     s = out.lm_stats
     print(f'{out.name}: {s.get("requests", 0)} requests in {out.seconds:.1f}s '

@@ -86,8 +86,13 @@ def base_config() -> config_dict.ConfigDict:
 
   # The data: llm.data.DataConfig's fields (sources, seq_len, tokenizer, spm_model,
   # hf_tokenizer, doc_separator, jsonl_field, split, val_fraction, decode_errors, seed,
-  # check_sources), documented there; sources are 'glob[:weight],...' (relative to the
+  # check_sources, objective and its options, counterfactual, counterfactual_mode,
+  # counterfactual_rate), documented there; sources are 'glob[:weight],...' (relative to the
   # repository), tfds:<dir> or tokens:<dir prepared by python -m llm.data.prepare>.
+  # Counterfactual augmentation (llm/data/counterfactual.py) swaps the terms of the lists in
+  # data/counterfactual/ in the training documents: counterfactual='gender,gender_names' adds
+  # a swapped copy of each document with a term to swap (counterfactual_mode='substitute'
+  # replaces it instead; counterfactual_rate chooses a fraction); '' = off.
   from llm.data import DataConfig
   c.data = from_dataclass(DataConfig(sources='data/tinyshakespeare.txt', seq_len=128, doc_separator='blank_line'))
 
@@ -123,6 +128,12 @@ def base_config() -> config_dict.ConfigDict:
   # regions` and `devices` list the tables.
   from llm.footprint import FootprintConfig
   c.footprint = from_dataclass(FootprintConfig())
+
+  # Generation monitor (llm/eval/monitor.py): harmful-term and identity-sentiment rates of every
+  # generated output (generate_until tasks, the final sample) as monitor/... metrics, and
+  # flag or block outputs. llm.eval.monitor.MonitorConfig documents the fields; off by default.
+  from llm.eval.monitor import MonitorConfig
+  c.monitor = from_dataclass(MonitorConfig())
 
   c.sample = config_dict.ConfigDict()
   c.sample.prompt = 'ROMEO:'  # text to continue at the end of training

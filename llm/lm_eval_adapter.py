@@ -24,12 +24,15 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lm_eval.models  # noqa: F401  the harness's own models first: it fills its registry lazily only when empty
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+if TYPE_CHECKING:
+  from llm.eval.monitor import Monitor
 
 
 @register_model('llm')
@@ -38,17 +41,21 @@ class LlmLM(TemplateLM):
 
   Build it from a checkpoint (``workdir=...``: a training run, an import or ``hf:<dir>``)
   or around an existing scorer (``lm=ModelLM(...)``, as the evaluation loop has one).
+  ``monitor`` (an ``llm.eval.monitor.Monitor``) is attached to the scorer, so every
+  ``generate_until`` answer passes through it (a blocked one is what the harness scores).
   """
 
   def __init__(self, workdir: str | None = None, lm=None, step: int | None = None, batch_rows: int = 16,
                max_length: int | None = None, add_bos_token: bool | None = None, cpu_devices: int = 0,
-               mesh: str = '', **unused: Any):
+               mesh: str = '', monitor: Monitor | None = None, **unused: Any):
     super().__init__()
     if lm is None:
       if not workdir:
         raise ValueError('LlmLM needs workdir=<checkpoint workdir or hf:dir> (or lm=<ModelLM>)')
       lm = load_scorer(workdir, step=step, batch_rows=int(batch_rows), max_length=max_length,
                        add_bos_token=add_bos_token, cpu_devices=int(cpu_devices), mesh=mesh)
+    if monitor is not None:
+      lm.monitor = monitor
     self.lm = lm
     self.tok = lm.tokenizer
 
@@ -216,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--cpu_devices', type=int, default=0)
   p.add_argument('--mesh', default='', help="e.g. 'data=2,fsdp=2'")
   p.add_argument('--output', default='', help='write the harness results JSON here')
+  p.add_argument('--monitor', default='off', choices=('off', 'log', 'flag', 'block'),
+                 help='score generations with llm.eval.monitor (defaults of MonitorConfig) and act on them; '
+                      'flagged outputs go to monitor_flags.jsonl beside --output')
   args = p.parse_args(argv)
 
   import lm_eval
@@ -223,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
   from lm_eval.utils import make_table
 
   from llm.checkpoint import CheckpointMismatch, CheckpointNotFound
+  from llm.eval.monitor import Monitor, MonitorConfig
   try:
+    monitor = None if args.monitor == 'off' else Monitor(
+        MonitorConfig(enabled=True, action=args.monitor),
+        out_dir=os.path.dirname(os.path.abspath(args.output)) if args.output else None)
     model = LlmLM(workdir=args.workdir, step=args.step, batch_rows=args.batch_rows, max_length=args.max_length,
-                  add_bos_token=args.add_bos_token, cpu_devices=args.cpu_devices, mesh=args.mesh)
+                  add_bos_token=args.add_bos_token, cpu_devices=args.cpu_devices, mesh=args.mesh, monitor=monitor)
   except (CheckpointMismatch, CheckpointNotFound, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -243,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
   stats = model.lm.stats
   print(f"{stats['requests']} requests scored in {stats['seconds']:.1f}s ({stats['requests_per_sec']:.1f}/s), "
         f"{stats['generate_requests']} generations in {stats['generate_seconds']:.1f}s")
+  rates = monitor.metrics() if monitor is not None else {}
+  if rates:
+    print('monitor: ' + ', '.join(f'{k.split("/", 1)[1]} {v:.4g}' for k, v in rates.items()))
   if args.output:
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, 'w') as f:
-      json.dump({k: results[k] for k in ('results', 'configs', 'versions', 'n-shot', 'higher_is_better')
-                 if k in results} | {'llm_stats': stats, 'workdir': args.workdir}, f, indent=2, default=str)
+      doc = {k: results[k] for k in ('results', 'configs', 'versions', 'n-shot', 'higher_is_better') if k in results}
+      doc |= {'llm_stats': stats, 'workdir': args.workdir} | ({'monitor': rates} if rates else {})
+      json.dump(doc, f, indent=2, default=str)
     print(f'wrote {args.output}')
   return 0
 

@@ -459,9 +459,10 @@ class Seq2SeqLM(_Scorer):
       self._stats['truncated'] += gen.truncated
       for i, t in zip(order, gen.tokens):
         out[i] = cut_at_stop(tok.decode(t), kwargs['until'])
+    out = self.monitored(requests, out)  # type: ignore[arg-type]
     self._stats['generate_requests'] += len(requests)
     self._stats['generate_seconds'] += time.perf_counter() - t0
-    return out  # type: ignore[return-value]
+    return out
 
   # ----- Scoring --------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -48,6 +48,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from llm import sharding, trainer
 from llm.models import ModelConfig
 from llm.tokenizer import Tokenizer, prefix_token
+
+if TYPE_CHECKING:
+  from llm.eval.monitor import Monitor
 
 # (prompt token lists, normalised gen_kwargs) -> generated texts, one per prompt. gen_kwargs
 # always holds 'until' (list of str) and 'max_gen_toks' (int), as the harness normalises them.
@@ -277,6 +280,16 @@ class ScorerBase:
   alike, and the harness's ``loglikelihood`` over the scorer's ``encode_pair`` and
   ``score_pairs``."""
 
+  # An llm.eval.monitor.Monitor that generate_until hands its texts to (None: none); the
+  # recipes attach the run's monitor (config.monitor) to the scorer they build.
+  monitor: Monitor | None = None
+
+  def monitored(self, requests: Sequence[tuple[str, dict[str, Any]]], texts: list[str]) -> list[str]:
+    """``generate_until``'s texts as its caller receives them: through ``self.monitor`` when attached."""
+    if self.monitor is None:
+      return texts
+    return self.monitor.apply(texts, prompts=[context for context, _ in requests], source=type(self).__name__)
+
   def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
     """(log-likelihood of the continuation given the context, whether the model's greedy choice
     produces it) per request, as the scorer defines both."""
@@ -444,9 +457,10 @@ class ModelLM(ScorerBase):
         raise ValueError(f'generate_fn returned {len(texts)} texts for {len(order)} prompts')
       for i, text in zip(order, texts):
         out[i] = cut_at_stop(text, kwargs['until'])
+    out = self.monitored(requests, out)  # type: ignore[arg-type]
     self._stats['generate_requests'] += len(requests)
     self._stats['generate_seconds'] += time.perf_counter() - t0
-    return out  # type: ignore[return-value]
+    return out
 
   # ----- Scoring token pairs --------------------------------------------------------------
 
