@@ -22,7 +22,16 @@ text:
 * the training data the config names: text files (hashed when the card is made: the run
   recorded their paths only), prepared corpora (``tokens:<dir>``: the manifest's recorded
   source hashes and counts), and the corpus pipeline's report (funnel and representation
-  audit) of any source that came out of ``llm.data.clean.pipeline``.
+  audit) of any source that came out of ``llm.data.clean.pipeline``;
+* bias mitigation of the training data: ``data_mitigation.json`` (train.py's record of
+  ``data.counterfactual``, counterfactual augmentation, and ``data.reweight``,
+  representation-aware reweighting: ``llm.data.stream.write_mitigation_report``) and the
+  config fields that turn them on (``data.*``, or ``sft.counterfactual*`` and ``sft.debias*``
+  of a fine-tuning), "none applied" when they are off;
+* the generation monitor (``llm/eval/monitor.py``): ``config.json``'s ``monitor`` section,
+  the newest value of each ``monitor/...`` rate in ``metrics.jsonl`` (the training run's and
+  each evaluation's), and the outputs it flagged or blocked (``monitor_flags.jsonl``, a line
+  each).
 
 The sections only people can write (intended use, factors, ethical considerations, caveats
 and recommendations, authors and licence) come from ``--notes`` or ``<workdir>/card_notes.md``,
@@ -39,7 +48,8 @@ and fails in one line naming each file that is missing or changed.
 A checkpoint is required, and for a training run (not a parameters-only import, merge or
 best checkpoint) its ``config.json`` and ``metrics.jsonl`` too; a file the card cites that
 exists but cannot be read is an error. Everything else (evaluation, footprint, sample,
-corpus report) is optional: when absent the card says so, with the command that makes it.
+corpus report, mitigation report, monitor flags) is optional: when absent the card says so, with the command
+that makes it.
 """
 
 from __future__ import annotations
@@ -60,6 +70,9 @@ CARD_MD, CARD_JSON, NOTES_FILE = 'MODEL_CARD.md', 'model_card.json', 'card_notes
 TO_FILL = "**[to be filled in by the model's authors]**"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where train.py resolves data paths
 MAX_LINEAGE = 16  # bases followed before giving up (a cycle of workdirs naming each other)
+MITIGATION_FILE = 'data_mitigation.json'  # llm.data.stream.write_mitigation_report
+FLAGS_FILE = 'monitor_flags.jsonl'  # llm.eval.monitor.FLAGS_FILE (not imported: the card needs no lexicons)
+TOP_TERMS = 10  # most swapped terms of the counterfactual augmentation the card lists
 
 
 class CardError(ValueError):
@@ -201,7 +214,9 @@ class Provenance:
     shown = _md_escape(text if text is not None else fmt(entry['value']))
     src = entry['source']
     if 'derived' in entry:
-      title = f'{entry["derived"]} of {src.get("key", "")}'
+      title = entry['derived'] + (f' of {src["key"]}' if 'key' in src else '')
+    elif src.get('count') and 'key' not in src:
+      title = 'number of lines'
     else:
       title = (f'line {src["line"]}' if 'line' in src else '') + (' ' if 'line' in src and 'key' in src else '') \
           + src.get('key', '') + (' (number of entries)' if src.get('count') else '')
@@ -424,9 +439,11 @@ class CardBuilder:
     self.lineage = self._lineage()
     self._training(meta_art)
     self.data = self._data()
+    self.mitigation = self._mitigation()
     self.footprint = self._footprint(self.workdir, 'footprint')
     self.finetune = self._finetune()
     self.evaluations = self._evaluations()
+    self.monitoring = self._monitoring()
     self.sample = self._sample()
     self.notes = self._notes()
     return self.to_json()
@@ -781,6 +798,81 @@ class CardBuilder:
                 'disproportion'):
         p.take(f'{name}.flags.{i}.{k}', art, doc, 'representation', 'flags', i, k)
 
+  # -- bias mitigation of the training data ----------------------------------------------------------------------
+  def _mitigation(self) -> dict[str, Any] | None:
+    """What was done against bias in the training data: the config fields that turn it on (``data.counterfactual``,
+    ``data.reweight``; a fine-tuning's ``sft.counterfactual*`` and ``sft.debias*``) and data_mitigation.json, the
+    run's record of what augmentation and reweighting did. None for a checkpoint with no config."""
+    if self.config is None:
+      return None
+    p, (art, cfg) = self.p, self.config
+    section = 'sft' if cfg.get('loop') == 'finetune' else 'data'
+    fields = cfg.get(section) if isinstance(cfg.get(section), dict) else {}
+    if section == 'data':
+      keys = [k for k in ('counterfactual', 'counterfactual_mode', 'counterfactual_rate', 'reweight',
+                          'reweight_max_weight') if k in fields]
+    else:
+      keys = sorted(k for k in fields if k.startswith(('counterfactual', 'debias')))
+    for k in keys:
+      p.take(f'mitigation.config.{section}.{k}', art, cfg, section, k)
+    switches = ('counterfactual', 'reweight') if section == 'data' else ('counterfactual', 'debias_weight')
+    on = [k for k in switches if fields.get(k) not in (None, '', 0, False)]
+    out: dict[str, Any] = {'section': section, 'switches': [k for k in switches if k in fields], 'on': on,
+                           'report': None, 'reweighting': []}
+    path = os.path.join(self.workdir, MITIGATION_FILE)
+    make = (f'train.py writes it when data.counterfactual or data.reweight is on; {self._cmd_train()}')
+    if os.path.exists(path):
+      doc = read_json(path, 'bias mitigation report', make)
+      if not isinstance(doc, dict):
+        raise CardError(f'{path} (bias mitigation report) is not a JSON object; {make}')
+      rep = p.artefact(path, 'bias mitigation report: counterfactual augmentation and reweighting of the training '
+                       'data (train.py)')
+      out['report'] = path
+      self._mitigation_report(rep, doc, out)
+      if not on:
+        p.caveats.append(f'`{MITIGATION_FILE}` reports bias mitigation of the training data, but the run\'s config has '
+                         f'{" and ".join(f"{section}.{k}" for k in switches)} off: the report may be left from an '
+                         'earlier run in this workdir.')
+    elif section == 'data' and on:
+      p.missing(MITIGATION_FILE, 'the config turns on ' + ' and '.join(f'data.{k}' for k in on) + ' but the run left '
+                'no record of what it did to the training documents (it predates the record, or it was deleted)', make)
+    elif section == 'sft' and 'counterfactual' in on:
+      p.missing(MITIGATION_FILE, 'the config turns on sft.counterfactual but the workdir holds no record of what it '
+                'did to the training examples (finetune.py prints the counts in its log)')
+    return out
+
+  def _mitigation_report(self, art: Artefact, doc: dict, out: dict[str, Any]) -> None:
+    p = self.p
+    p.take('mitigation.sources', art, doc, 'sources')
+    c = doc.get('counterfactual')
+    if isinstance(c, dict):
+      for k in ('categories', 'mode', 'rate', 'documents', 'with_swap', 'added', 'substituted'):
+        p.take(f'mitigation.cf.{k}', art, doc, 'counterfactual', k)
+      for i, k in enumerate(k for k in c if k.startswith('swaps/')):  # one per category, in the report's order
+        p.take(f'mitigation.cf.swaps.{i}', art, doc, 'counterfactual', k, label=k[len('swaps/'):])
+      terms = c.get('top_terms') if isinstance(c.get('top_terms'), dict) else {}
+      for i, term in enumerate(list(terms)[:TOP_TERMS]):
+        p.take(f'mitigation.cf.top.{i}', art, doc, 'counterfactual', 'top_terms', term, label=term)
+    sources = doc.get('sources') if isinstance(doc.get('sources'), list) else []
+    reports = doc.get('reweighting') if isinstance(doc.get('reweighting'), list) else []
+    for r, rep in enumerate(reports):
+      if not isinstance(rep, dict):
+        continue
+      n = f'mitigation.rw.{r}'
+      for k in ('what', 'items', 'upweighted', 'downweighted', 'copies', 'dropped', 'max_weight', 'seed'):
+        p.take(f'{n}.{k}', art, doc, 'reweighting', r, k)
+      targets = []
+      for j, t in enumerate(rep.get('targets') or []):
+        tn = f'{n}.targets.{j}'
+        for k in ('category', 'group', 'share'):
+          p.take(f'{tn}.{k}', art, doc, 'reweighting', r, 'targets', j, 'target', k)
+        for k in ('before', 'expected', 'realised', 'focus', 'factor'):
+          p.take(f'{tn}.{k}', art, doc, 'reweighting', r, 'targets', j, k)
+        targets.append(tn)
+      # One report per training source (llm.data.stream.Corpus.reweighting), in the sources' order.
+      source = str(sources[r]) if len(sources) == len(reports) else f'report {r + 1}'
+      out['reweighting'].append({'name': n, 'source': source, 'targets': targets})
+
   # -- energy, fine-tuning, evaluation, sample ------------------------------------------------------------------
   def _footprint(self, directory: str, name: str) -> bool:
     path = os.path.join(directory, 'footprint.json')
@@ -916,6 +1008,65 @@ class CardBuilder:
     return {'name': name, 'dir': directory, 'path': path, 'tasks': tasks, 'bias_report': report if has_report else None,
             'footprint': fp}
 
+  # -- generation monitor ----------------------------------------------------------------------------------------
+  def _monitoring(self) -> list[dict[str, Any]]:
+    """The generation monitor (llm/eval/monitor.py) of the training run and of each evaluation: the config's
+    ``monitor`` section, the newest value of each ``monitor/...`` key of metrics.jsonl, the lines of
+    monitor_flags.jsonl (an output each)."""
+    p, out = self.p, []
+    if self.config is not None:
+      art, cfg = self.config
+      if isinstance(cfg.get('monitor'), dict):
+        for k in ('enabled', 'action', 'flag_on', 'scope'):
+          p.take(f'monitor.config.{k}', art, cfg, 'monitor', k)
+    out.append(self._monitor_dir(self.workdir, 'monitor.run', self.metrics, upto=self.ckpt.step))
+    for e in self.evaluations:
+      if os.path.abspath(e['dir']) != self.workdir:
+        out.append(self._monitor_dir(e['dir'], f'{e["name"]}.monitor', None, evaluation=e))
+    return out
+
+  def _monitor_dir(self, directory: str, name: str, metrics: tuple[Artefact, list] | None, upto: int | None = None,
+                   evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = self.p
+    make = f'rerun the command that wrote {directory} with --config.monitor.enabled=True'
+    entry: dict[str, Any] = {'name': name, 'dir': directory, 'evaluation': evaluation, 'keys': [], 'metrics': None,
+                             'flags': None}
+    path = os.path.join(directory, 'metrics.jsonl')
+    if metrics is not None:
+      art, rows = metrics
+    elif os.path.exists(path):  # an evaluation's: the evaluate loop appends its monitor rates there
+      art, rows = None, read_jsonl(path, 'evaluation metrics (generation monitor rates)', make)
+    else:
+      art, rows = None, []
+    latest: dict[str, tuple[tuple[int, int], int, dict]] = {}
+    for n, row in rows:
+      step = row.get('step', 0) if isinstance(row.get('step'), int) else 0
+      if upto is not None and step > upto:
+        continue
+      for k, value in row.items():
+        if k.startswith('monitor/') and isinstance(value, (int, float)) and not isinstance(value, bool):
+          if k not in latest or (step, n) >= latest[k][0]:
+            latest[k] = ((step, n), n, row)
+    if latest:
+      art = art or p.artefact(path, 'evaluation metrics: the generation monitor\'s rates')
+      entry['metrics'] = path
+    for k in sorted(latest, key=_monitor_order):
+      _, n, row = latest[k]
+      p.take(f'{name}.rate.{k}', art, row, k, line=n, label=k)
+      p.take(f'{name}.step.{k}', art, row, 'step', line=n)
+      entry['keys'].append(k)
+    flags = os.path.join(directory, FLAGS_FILE)
+    if os.path.exists(flags):
+      records = read_jsonl(flags, 'outputs the generation monitor flagged', make)
+      fart = p.artefact(flags, 'outputs the generation monitor flagged or blocked (a JSON line each)')
+      p.value(f'{name}.flagged', len(records), fart, label='flagged or blocked outputs', count=True)
+      entry['flags'] = flags
+      for action in ('flag', 'block'):
+        n_action = sum(1 for _, r in records if r.get('action') == action)
+        if n_action:
+          p.derived(f'{name}.flagged.{action}', n_action, f'lines with "action": "{action}"', [f'{name}.flagged'])
+    return entry
+
   def _sample(self) -> str | None:
     path = os.path.join(self.workdir, 'sample.txt')
     if not os.path.exists(path):
@@ -960,6 +1111,21 @@ class CardBuilder:
         'artefacts': [{'path': p.rel(a.path), 'role': a.role, 'sha256': a.sha256, 'bytes': a.bytes, 'kind': a.kind,
                        'files': a.files} for a in sorted(p.artefacts.values(), key=lambda a: p.rel(a.path))],
     }
+
+
+_MONITOR_ORDER = ('outputs', 'harmful_rate', 'flagged_rate', 'sentiment_mean', 'sentiment_asymmetry/', 'sentiment/',
+                  'mentions/', 'seconds')
+
+
+def _monitor_order(key: str) -> tuple[bool, int, str]:
+  """Sort key of a ``monitor/...`` metric: the generations of evaluators before the end-of-training sample's
+  (``monitor/sample/...``), and within each the rates of llm/eval/monitor.py's docstring in its order."""
+  rest = key.split('/', 1)[1]
+  sample = rest.startswith('sample/')
+  rest = rest[len('sample/'):] if sample else rest
+  rank = next((i for i, o in enumerate(_MONITOR_ORDER) if rest == o or (o.endswith('/') and rest.startswith(o))),
+              len(_MONITOR_ORDER))
+  return sample, rank, rest
 
 
 def _base_link(meta: dict[str, Any]) -> tuple[str, tuple, str, Any] | None:
@@ -1172,6 +1338,7 @@ def render(b: CardBuilder, command: str) -> str:
   if any(not e['spec'].startswith('task:') for e in b.data) and not b.corpora:
     md += ['Corpus report: not recorded (the sources did not come from `llm.data.clean.pipeline`, or its output '
            'is not readable here).', '']
+  md += _mitigation_md(b)
 
   # Training procedure
   md += ['## Training procedure', '']
@@ -1241,6 +1408,8 @@ def render(b: CardBuilder, command: str) -> str:
            '[Not recorded](#not-recorded)).', '', '### Bias probes', '',
            'Not recorded: CrowS-Pairs, WinoBias and BBQ run in the evaluation (`configs/fewshot.py`).', '']
 
+  md += _monitor_md(b)
+
   # Energy and carbon
   md += ['## Energy and carbon', '']
   if b.footprint:
@@ -1275,6 +1444,18 @@ def render(b: CardBuilder, command: str) -> str:
   if any(t['task'].startswith(BIAS_TASKS) for e in b.evaluations for t in e['tasks']):
     eth.append('- Bias probe results are under Quantitative analyses; they measure associations on three English '
                'benchmarks, not harms in use.')
+  if b.mitigation is not None and b.mitigation['on']:
+    kinds = {'counterfactual': 'counterfactual augmentation', 'reweight': 'representation-aware reweighting',
+             'debias_weight': 'a debiasing loss'}
+    eth.append('- Bias mitigation was applied in training (' + ', '.join(kinds[k] for k in b.mitigation['on'])
+               + '): Training data, Bias mitigation, says what it changed.')
+  for m in b.monitoring:
+    if p.has(m['name'] + '.flagged'):
+      where = 'training' if m['evaluation'] is None else f'evaluation `{p.rel(m["evaluation"]["path"])}`'
+      eth.append(f'- The generation monitor flagged or blocked {L(m["name"] + ".flagged")} output(s) in {where} '
+                 f'(`{p.rel(m["flags"])}`; Quantitative analyses, Monitored generation).')
+  if p.has('monitor.config.enabled') and not v('monitor.config.enabled'):
+    eth.append(f'- Generated text was not monitored in training (`monitor.enabled` {L("monitor.config.enabled")}).')
   md += ['## Ethical considerations', ''] + notes('ethical_considerations', eth + [''] if eth else [])
   md += ['## Caveats and recommendations', ''] + notes('caveats', [f'- {c}' for c in p.caveats] + ['']
                                                         if p.caveats else [])
@@ -1293,6 +1474,122 @@ def render(b: CardBuilder, command: str) -> str:
                  a.role, f'`{a.sha256}`', f'{a.bytes:,}'] for a in sorted(p.artefacts.values(),
                                                                          key=lambda a: p.rel(a.path))])
   return '\n'.join(md).rstrip('\n') + '\n'
+
+
+def _config_link(p: Provenance, name: str) -> str:
+  """A config value's link; an empty string shown as ''."""
+  return p.link(name, "''" if p.values.get(name, {}).get('value') == '' else None)
+
+
+def _mitigation_md(b: CardBuilder) -> list[str]:
+  """Training data, Bias mitigation: the config that turns it on and what data_mitigation.json says it did."""
+  m, p = b.mitigation, b.p
+  if m is None:
+    return []
+  L = p.link
+  v = lambda name: p.values[name]['value'] if name in p.values else None  # noqa: E731
+  md = ['### Bias mitigation', '']
+  prefix = f'mitigation.config.{m["section"]}.'
+  listing = ', '.join(f'`{k[len("mitigation.config."):]}` {_config_link(p, k)}' for k in p.values
+                      if k.startswith(prefix))
+  if not m['on']:
+    if m['switches']:
+      what = ('counterfactual augmentation (llm/data/counterfactual.py) nor representation-aware reweighting '
+              '(llm/data/reweight.py)' if m['section'] == 'data' else
+              'counterfactual augmentation of the fine-tuning examples nor a debiasing loss')
+      md += [f'None applied: neither {what} was on in the run\'s config ({listing}); the training '
+             f'{"documents" if m["section"] == "data" else "examples"} were used as read.', '']
+    else:
+      fields = '`data.counterfactual` or `data.reweight`' if m['section'] == 'data' else '`sft.counterfactual`'
+      md += [f'None applied: the run\'s config (`{p.rel(b.config[0].path)}`) has no {fields} (it predates them).', '']
+  else:
+    md += [f'Configuration (`{p.rel(b.config[0].path)}`): {listing}.', '']
+  if m['report'] is None:
+    if m['on'] and m['section'] == 'data':
+      md += [f'What they did: not recorded (no `{MITIGATION_FILE}`; see [Not recorded](#not-recorded)).', '']
+    return md
+  if p.has('mitigation.cf.documents'):
+    md += [f'Counterfactual augmentation (llm/data/counterfactual.py) of categories {L("mitigation.cf.categories")}, '
+           f'mode {L("mitigation.cf.mode")}, rate {L("mitigation.cf.rate")}: {L("mitigation.cf.with_swap")} of '
+           f'{L("mitigation.cf.documents")} training documents have a term to swap; counterfactual copies added '
+           f'{L("mitigation.cf.added")}, documents replaced by their counterfactual '
+           f'{L("mitigation.cf.substituted")}.', '']
+    swaps = [k for k in p.values if k.startswith('mitigation.cf.swaps.')]
+    if swaps:
+      md += ['Swaps per category, in the documents written into the corpus (the copies or the substitutes):', '']
+      md += _table(['category', 'swaps'], [[f'`{p.values[k].get("label", "")}`', L(k)] for k in swaps])
+    top = [k for k in p.values if k.startswith('mitigation.cf.top.')]
+    if top:
+      md += ['Most swapped terms: ' + ', '.join(f'`{p.values[k].get("label", "")}` {L(k)}' for k in top) + '.', '']
+  for r in m['reweighting']:
+    n = r['name']
+    what = v(n + '.what') or 'documents'
+    line = (f'Representation-aware reweighting (llm/data/reweight.py) of `{r["source"]}`: {L(n + ".items")} {what}, '
+            f'{L(n + ".upweighted")} upweighted, {L(n + ".downweighted")} downweighted')
+    if p.has(n + '.copies'):
+      line += f'; resampled to {L(n + ".copies")} documents ({L(n + ".dropped")} dropped)'
+    if p.has(n + '.max_weight'):
+      line += f'; weights capped at {L(n + ".max_weight")}×'
+    md += [line + '.', '']
+    rows = []
+    for t in r['targets']:
+      group = f':{v(t + ".group")}' if p.has(t + '.group') else ''
+      measure = f'{v(t + ".category")} mentions' if group else 'documents'
+      rows.append([f'`{v(t + ".category")}{group}`', measure, L(t + '.before'), L(t + '.share'), L(t + '.expected'),
+                   L(t + '.realised') if p.has(t + '.realised') else 'n/a',
+                   L(t + '.focus') if p.has(t + '.focus') else 'n/a',
+                   L(t + '.factor') if p.has(t + '.factor') else 'n/a'])
+    if rows:
+      md += ['Per target: the share before reweighting (after any augmentation), the target, the share the weights '
+             'give (expected) and the share in the resampled documents (realised); the documents reweighted and by '
+             'what factor:', '']
+      md += _table(['target', 'share of', 'before', 'target', 'expected', 'realised', f'{what} reweighted',
+                    'factor'], rows)
+  return md
+
+
+def _monitor_md(b: CardBuilder) -> list[str]:
+  """Quantitative analyses, Monitored generation: the monitor's config, its newest rates and the flagged outputs."""
+  p = b.p
+  L = p.link
+  v = lambda name: p.values[name]['value'] if name in p.values else None  # noqa: E731
+  md = ['### Monitored generation', '']
+  if p.has('monitor.config.enabled'):
+    if v('monitor.config.enabled'):
+      cfg = f'on (`monitor.enabled` {L("monitor.config.enabled")}), action {L("monitor.config.action")}'
+      if p.has('monitor.config.flag_on'):
+        cfg += f', flagging on {L("monitor.config.flag_on")}'
+      md += [f'The generation monitor (llm/eval/monitor.py) was {cfg} in training: it scored the generations of the '
+             'evaluators during training and the end-of-training sample.', '']
+    else:
+      md += [f'The generation monitor (llm/eval/monitor.py) was off in training (`monitor.enabled` '
+             f'{L("monitor.config.enabled")}): the generations of training (evaluators, the end-of-training sample) '
+             'were not scored (`--config.monitor.enabled=True` scores them).', '']
+  elif b.config is not None:
+    md += ['The generation monitor: not recorded (the run\'s config has no `monitor` section: it predates '
+           'llm/eval/monitor.py).', '']
+  for m in b.monitoring:
+    n, e = m['name'], m['evaluation']
+    where = 'Training run' if e is None else f'Evaluation `{p.rel(e["path"])}` of step {L(e["name"] + ".step")}'
+    if not m['keys'] and m['flags'] is None:
+      if e is not None:
+        md += [f'{where}: no monitor rates recorded (it ran with the monitor off, or generated nothing).', '']
+      continue
+    if m['keys']:
+      md += [f'{where}: the newest value of each monitor rate (`{p.rel(m["metrics"])}`; `monitor/sample/...`: the '
+             'end-of-training sample):', '']
+      md += _table(['metric', 'value', 'at step'], [[f'`{k}`', L(f'{n}.rate.{k}'), L(f'{n}.step.{k}')]
+                                                     for k in m['keys']])
+    elif e is None:
+      md += [f'{where}: no monitor rates in `metrics.jsonl`.', '']
+    if m['flags'] is not None:
+      split = ', '.join(f'{L(f"{n}.flagged.{a}")} {done}' for a, done in (('flag', 'flagged'), ('block', 'blocked'))
+                        if p.has(f'{n}.flagged.{a}'))
+      md += [f'Outputs flagged or blocked: {L(n + ".flagged")}' + (f' ({split})' if split else '')
+             + f', recorded in [`{p.rel(m["flags"])}`]({p.rel(m["flags"])}).', '']
+    elif e is None and v('monitor.config.enabled') and v('monitor.config.action') != 'log':
+      md += [f'Outputs flagged or blocked: none (no `{FLAGS_FILE}`).', '']
+  return md
 
 
 # ----- Writing and checking ----------------------------------------------------------------------------------------

@@ -63,13 +63,19 @@ def make_run(wd, *, step=6, loop='pretrain', meta_extra=None, sources=None, foot
       f.write('First Citizen:\nBefore we proceed any further, hear me speak.\n')
   config = {'loop': loop, 'seed': 0, 'init_from': '', 'mesh': {'data': -1, 'fsdp': 1, 'tensor': 1},
             'data': {'sources': sources, 'seq_len': 32, 'tokenizer': 'byte', 'objective': 'next_token',
-                     'split': 'document', 'val_fraction': 0.1},
+                     'split': 'document', 'val_fraction': 0.1, 'counterfactual': '', 'counterfactual_mode': 'add',
+                     'counterfactual_rate': 1.0, 'reweight': '', 'reweight_max_weight': 10.0},
             'train': {'steps': step, 'batch_size': 8, 'accum_steps': 1, 'lr': 0.001, 'min_lr': 0.0001,
                       'warmup_steps': 2, 'decay_steps': 0, 'weight_decay': 0.1, 'grad_clip': 1.0, 'b1': 0.9,
                       'b2': 0.99},
-            'eval': {'task_dirs': 'tasks'}, 'footprint': {'region': 'world', 'pue': 1.0}}
+            'eval': {'task_dirs': 'tasks'}, 'footprint': {'region': 'world', 'pue': 1.0},
+            'monitor': {'enabled': False, 'action': 'log', 'placeholder': '[blocked]', 'flag_on': 'harmful',
+                        'negative_threshold': -0.5, 'harmful_terms': 'data/badwords/en.txt', 'identity_terms_dir': '',
+                        'identity_categories': '', 'sentiment_lexicon': 'data/sentiment/en.tsv', 'scope': 'sentence',
+                        'min_outputs': 1}}
   if loop == 'finetune':
-    config.update(sft={'source': 'task:sst2_review', 'seq_len': 64, 'pack': True, 'truncation': 'truncate_prompt'},
+    config.update(sft={'source': 'task:sst2_review', 'seq_len': 64, 'pack': True, 'truncation': 'truncate_prompt',
+                       'counterfactual': '', 'counterfactual_mode': 'add', 'counterfactual_rate': 1.0},
                   finetune={'method': 'lora', 'head': 'lm'}, lora={'rank': 8, 'alpha': 16.0, 'dropout': 0.0,
                                                                     'targets': 'q,k,v,o'})
   _json(os.path.join(wd, 'config.json'), config)
@@ -467,3 +473,244 @@ def test_reads_the_checkpoint_layout_that_orbax_writes(tmp_path):
   assert data['lineage'][0]['relation'] == 'imported from' and data['lineage'][0]['base'] == '/models/gpt2-tiny'
   assert 'checkpoints/0/meta/metadata' in {a['path'] for a in data['artefacts']}
   assert card.main(['--workdir', wd, '--check']) == 0
+
+
+# ----- Bias mitigation (data_mitigation.json) and the generation monitor (monitor/... rates, monitor_flags.jsonl)
+
+# data_mitigation.json as llm.data.stream.write_mitigation_report writes it (the layout of a real smoke run with
+# --config.data.counterfactual=gender,gender_names --config.data.reweight=gender:female=0.5; a second, document-share
+# target added).
+MITIGATION = {
+    'sources': ['data/tinyshakespeare.txt'],
+    'counterfactual': {'categories': ['gender', 'gender_names'], 'mode': 'add', 'rate': 1.0, 'documents': 6493,
+                       'with_swap': 4335, 'added': 4335, 'substituted': 0, 'swaps/gender': 11295,
+                       'swaps/gender_names': 1498,
+                       'top_terms': {'gender:he': 1422, 'gender:his': 1393, 'gender_names:richard': 342}},
+    'reweighting': [{
+        'targets': [{'target': {'category': 'gender', 'group': 'female', 'share': 0.5}, 'before': 0.5743231127846512,
+                     'expected': 0.4999999999999998, 'realised': 0.5014995715509855, 'focus': 1931,
+                     'factor': 0.6800463141644153},
+                    {'target': {'category': 'religion', 'group': None, 'share': 0.2}, 'before': 0.0312,
+                     'expected': 0.2, 'realised': 0.1987, 'focus': 338, 'factor': 7.79}],
+        'max_weight': 10.0, 'seed': 0, 'items': 10828, 'upweighted': 338, 'downweighted': 1931, 'copies': 12210,
+        'dropped': 618, 'what': 'documents'}]}
+
+
+def _edit_config(wd, **sections):
+  """Update sections of a workdir's config.json (``data={'reweight': ...}`` merges into ``data``)."""
+  path = os.path.join(wd, 'config.json')
+  with open(path) as f:
+    cfg = json.load(f)
+  for name, fields in sections.items():
+    if fields is None:
+      cfg.pop(name, None)
+    else:
+      cfg.setdefault(name, {}).update(fields)
+  _json(path, cfg)
+
+
+def _card(wd, **kw):
+  md, js = card.make_card(wd, **kw)
+  with open(js) as f:
+    data = json.load(f)
+  with open(md) as f:
+    text = f.read()
+  return data, text
+
+
+def _unlinked_numbers(part):
+  """Numbers of a part of the card outside links and code spans (every number there must be a link)."""
+  return re.findall(r'\d+\.\d+|\d{1,3}(?:,\d{3})+|(?<![\w/.-])\d+(?![\w/.-])',
+                    re.sub(r'\[[^\]]*\]\([^)]*\)', '', re.sub(r'`[^`]*`', '', part)))
+
+
+def test_bias_mitigation_values_equal_data_mitigation_json_and_check_catches_changes(tmp_path, capsys):
+  wd = make_run(str(tmp_path / 'run'))
+  _edit_config(wd, data={'counterfactual': 'gender,gender_names', 'reweight': 'gender:female=0.5,religion=0.2'})
+  _json(os.path.join(wd, 'data_mitigation.json'), MITIGATION)
+  data, text = _card(wd)
+  vals = data['values']
+  # Every number of the report is in the card, equal to the file at its pointer.
+  c, rep = MITIGATION['counterfactual'], MITIGATION['reweighting'][0]
+  expected = {f'mitigation.cf.{k}': ('/counterfactual/' + k, c[k]) for k in
+              ('categories', 'mode', 'rate', 'documents', 'with_swap', 'added', 'substituted')}
+  expected.update({'mitigation.cf.swaps.0': ('/counterfactual/swaps~1gender', 11295),
+                   'mitigation.cf.swaps.1': ('/counterfactual/swaps~1gender_names', 1498),
+                   'mitigation.cf.top.2': ('/counterfactual/top_terms/gender_names:richard', 342)})
+  expected.update({f'mitigation.rw.0.{k}': (f'/reweighting/0/{k}', rep[k]) for k in
+                   ('items', 'upweighted', 'downweighted', 'copies', 'dropped', 'max_weight')})
+  for j, t in enumerate(rep['targets']):
+    expected[f'mitigation.rw.0.targets.{j}.share'] = (f'/reweighting/0/targets/{j}/target/share', t['target']['share'])
+    for k in ('before', 'expected', 'realised', 'focus'):
+      expected[f'mitigation.rw.0.targets.{j}.{k}'] = (f'/reweighting/0/targets/{j}/{k}', t[k])
+  for name, (key, value) in expected.items():
+    assert vals[name]['value'] == value, name
+    assert vals[name]['source'] == {'path': 'data_mitigation.json', 'key': key,
+                                    'sha256': _sha(os.path.join(wd, 'data_mitigation.json'))}, name
+  assert 'mitigation.rw.0.targets.1.group' not in vals  # a document-share target has no group
+  assert vals['mitigation.config.data.reweight']['value'] == 'gender:female=0.5,religion=0.2'
+  assert 'data_mitigation.json' in {a['path'] for a in data['artefacts']}
+  # In the Markdown: under Training data, each number a link titled with its pointer; the targets in a table.
+  part = _section(text, 'Training data').split('### Bias mitigation\n', 1)[1]
+  assert 'None applied' not in part
+  assert '[4,335](data_mitigation.json "/counterfactual/with_swap") of [6,493](data_mitigation.json ' in part
+  assert '[11,295](data_mitigation.json "/counterfactual/swaps~1gender")' in part
+  assert '[618](data_mitigation.json "/reweighting/0/dropped")' in part
+  assert ('| `gender:female` | gender mentions | [0.5743](data_mitigation.json "/reweighting/0/targets/0/before") | '
+          '[0.5](data_mitigation.json "/reweighting/0/targets/0/target/share") | ') in part
+  assert '| `religion` | documents | [0.0312](' in part and '[0.1987](' in part
+  assert '`data.reweight` [gender:female=0.5,religion=0.2](config.json "/data/reweight")' in part
+  assert 'Bias mitigation was applied' in _section(text, 'Ethical considerations')
+  assert not _unlinked_numbers(part) and _unlinked_numbers('4,335 documents') == ['4,335']
+  # --check: the report is an artefact; a changed number, or the file gone, fails naming it.
+  assert card.main(['--workdir', wd, '--check']) == 0
+  path = os.path.join(wd, 'data_mitigation.json')
+  changed = copy.deepcopy(MITIGATION)
+  changed['reweighting'][0]['targets'][0]['realised'] = 0.61
+  _json(path, changed)
+  capsys.readouterr()
+  assert card.main(['--workdir', wd, '--check']) == 2
+  err = capsys.readouterr().err
+  assert 'data_mitigation.json changed' in err and err.count('\n') == 1
+  os.remove(path)
+  assert card.main(['--workdir', wd, '--check']) == 2
+  assert 'data_mitigation.json is missing' in capsys.readouterr().err
+  # Regenerated without it, while the config says it was on: the card says what is not recorded.
+  data, text = _card(wd)
+  assert 'data_mitigation.json' in {a['artefact'] for a in data['absent']}
+  assert not any(k.startswith(('mitigation.cf.', 'mitigation.rw.')) for k in data['values'])
+  assert 'not recorded' in _section(text, 'Training data').split('### Bias mitigation\n', 1)[1]
+
+
+def test_no_bias_mitigation_says_none_applied_linked_to_the_config(tmp_path):
+  wd = make_run(str(tmp_path / 'run'))
+  data, text = _card(wd)
+  part = _section(text, 'Training data').split('### Bias mitigation\n', 1)[1]
+  assert part.lstrip().startswith('None applied')
+  assert '`data.counterfactual` [\'\'](config.json "/data/counterfactual")' in part
+  assert '`data.reweight` [\'\'](config.json "/data/reweight")' in part
+  assert data['values']['mitigation.config.data.reweight']['source']['key'] == '/data/reweight'
+  assert not any(k.startswith(('mitigation.cf.', 'mitigation.rw.')) for k in data['values'])
+  assert 'data_mitigation.json' not in {a['artefact'] for a in data['absent']}  # off: nothing is missing
+  assert card.main(['--workdir', wd, '--check']) == 0
+  # A config from before the fields existed: none applied, saying why.
+  old = make_run(str(tmp_path / 'old'))
+  with open(os.path.join(old, 'config.json')) as f:
+    cfg = json.load(f)
+  for k in ('counterfactual', 'counterfactual_mode', 'counterfactual_rate', 'reweight', 'reweight_max_weight'):
+    del cfg['data'][k]
+  _json(os.path.join(old, 'config.json'), cfg)
+  _, text = _card(old)
+  assert 'None applied: the run\'s config (`config.json`) has no `data.counterfactual`' in \
+      _section(text, 'Training data')
+  # A fine-tuning: its sft.counterfactual* and sft.debias* fields, linked, off and on.
+  base = make_run(str(tmp_path / 'base'))
+  ft = make_run(str(tmp_path / 'ft'), loop='finetune', meta_extra={
+      'finetuned_from': {'init': base, 'init_step': 6, 'method': 'lora', 'data': 'task:sst2_review'}})
+  _edit_config(ft, sft={'debias_weight': 0.0})
+  data, text = _card(ft)
+  part = _section(text, 'Training data').split('### Bias mitigation\n', 1)[1]
+  assert part.lstrip().startswith('None applied')
+  assert '`sft.debias_weight` [0](config.json "/sft/debias_weight")' in part
+  _edit_config(ft, sft={'debias_weight': 0.5})
+  data, text = _card(ft)
+  part = _section(text, 'Training data').split('### Bias mitigation\n', 1)[1]
+  assert 'None applied' not in part and '`sft.debias_weight` [0.5](config.json "/sft/debias_weight")' in part
+  assert data['values']['mitigation.config.sft.counterfactual_rate']['value'] == 1.0
+  assert 'a debiasing loss' in _section(text, 'Ethical considerations')
+
+
+def _monitor_rows(step, harmful, prefix='monitor'):
+  return {'step': step, f'{prefix}/outputs': 4.0, f'{prefix}/harmful_rate': harmful, f'{prefix}/flagged_rate': harmful,
+          f'{prefix}/sentiment_mean': 0.125, f'{prefix}/mentions/gender/female': 2.0,
+          f'{prefix}/sentiment/gender/female': -0.5, f'{prefix}/sentiment/gender/male': 0.25,
+          f'{prefix}/sentiment_asymmetry/gender': 0.75, f'{prefix}/seconds': 0.002}
+
+
+def test_monitor_rates_equal_the_newest_metrics_rows_and_flags_are_counted(tmp_path, capsys):
+  wd = make_run(str(tmp_path / 'run'))
+  _edit_config(wd, monitor={'enabled': True, 'action': 'block', 'flag_on': 'harmful,negative_identity'})
+  metrics = os.path.join(wd, 'metrics.jsonl')
+  with open(metrics, 'a') as f:  # evaluators' rows (steps 3 and 6), the sample's, and a row past the checkpoint
+    for row in (_monitor_rows(3, 0.5), _monitor_rows(6, 0.25), _monitor_rows(6, 1.0, 'monitor/sample'),
+                _monitor_rows(9, 0.75)):
+      f.write(json.dumps(row, sort_keys=True) + '\n')
+  flags = [{'source': 'ModelLM', 'action': 'block', 'reasons': ['harmful'], 'step': 3, 'text': 'x'},
+           {'source': 'ModelLM', 'action': 'block', 'reasons': ['negative_identity'], 'step': 6, 'text': 'y'},
+           {'source': 'sample', 'action': 'flag', 'reasons': ['harmful'], 'step': 6, 'text': 'z'}]
+  with open(os.path.join(wd, 'monitor_flags.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in flags)
+  ed = make_eval(str(tmp_path / 'run_eval'), wd)
+  with open(os.path.join(ed, 'metrics.jsonl'), 'w') as f:  # as llm.eval.monitor.append_metrics writes it
+    f.write(json.dumps(_monitor_rows(6, 0.125), sort_keys=True) + '\n')
+  data, text = _card(wd)
+  vals = data['values']
+  # Independently: the newest row (step, then line) at or before the checkpoint's step, per monitor key.
+  with open(metrics) as f:
+    rows = [(n, json.loads(line)) for n, line in enumerate(f, 1)]
+  newest = {}
+  for n, row in rows:
+    for k in row:
+      if k.startswith('monitor/') and row['step'] <= 6 and (k not in newest or row['step'] >= newest[k][1]['step']):
+        newest[k] = (n, row)
+  assert len(newest) == 18
+  for k, (n, row) in newest.items():
+    e = vals[f'monitor.run.rate.{k}']
+    assert e['value'] == row[k] and e['source']['line'] == n and e['source']['path'] == 'metrics.jsonl', k
+    assert vals[f'monitor.run.step.{k}']['value'] == 6
+  assert vals['monitor.run.rate.monitor/harmful_rate']['value'] == 0.25  # step 6's, not step 9's
+  assert vals['monitor.run.rate.monitor/sample/harmful_rate']['value'] == 1.0
+  assert vals['monitor.config.enabled']['value'] is True and vals['monitor.config.action']['value'] == 'block'
+  assert vals['monitor.run.flagged']['value'] == 3 and vals['monitor.run.flagged.block']['value'] == 2
+  assert vals['eval.0.monitor.rate.monitor/harmful_rate']['value'] == 0.125
+  assert vals['eval.0.monitor.rate.monitor/harmful_rate']['source']['path'] == '../run_eval/metrics.jsonl'
+  part = _section(text, 'Quantitative analyses').split('### Monitored generation\n', 1)[1]
+  assert 'was on (`monitor.enabled` [true](config.json "/monitor/enabled")), action [block](config.json ' in part
+  assert ('| `monitor/harmful_rate` | [0.25](metrics.jsonl#L8 "line 8 /monitor~1harmful_rate") | '
+          '[6](metrics.jsonl#L8 "line 8 /step") |') in part
+  assert '| `monitor/sample/harmful_rate` | [1](metrics.jsonl#L9 "line 9 /monitor~1sample~1harmful_rate") |' in part
+  assert '| `monitor/sentiment_asymmetry/gender` | [0.75](metrics.jsonl#L8 ' in part
+  assert 'Outputs flagged or blocked: [3](monitor_flags.jsonl "number of lines")' in part
+  assert '[0.125](../run_eval/metrics.jsonl#L1 "line 1 /monitor~1harmful_rate")' in part
+  assert '[3](monitor_flags.jsonl "number of lines")' in _section(text, 'Ethical considerations')
+  assert not _unlinked_numbers(part + _section(text, 'Ethical considerations'))
+  listed = {a['path'] for a in data['artefacts']}
+  assert {'monitor_flags.jsonl', '../run_eval/metrics.jsonl'} <= listed
+  # --check: one more flagged output, or a changed rate in the evaluation's metrics, fails naming the file.
+  assert card.main(['--workdir', wd, '--check']) == 0
+  with open(os.path.join(wd, 'monitor_flags.jsonl'), 'a') as f:
+    f.write(json.dumps(flags[0]) + '\n')
+  capsys.readouterr()
+  assert card.main(['--workdir', wd, '--check']) == 2
+  assert 'monitor_flags.jsonl changed' in capsys.readouterr().err
+  card.make_card(wd)
+  assert card.main(['--workdir', wd, '--check']) == 0
+  with open(os.path.join(ed, 'metrics.jsonl'), 'w') as f:
+    f.write(json.dumps(_monitor_rows(6, 0.5), sort_keys=True) + '\n')
+  capsys.readouterr()
+  assert card.main(['--workdir', wd, '--check']) == 2
+  assert 'run_eval/metrics.jsonl changed' in capsys.readouterr().err
+
+
+def test_the_file_names_are_those_the_writers_use():
+  with open(os.path.join(ROOT, 'llm', 'eval', 'monitor.py')) as f:
+    assert f"FLAGS_FILE = '{card.FLAGS_FILE}'" in f.read()
+  with open(os.path.join(ROOT, 'llm', 'data', 'stream.py')) as f:
+    assert f"os.path.join(workdir, '{card.MITIGATION_FILE}')" in f.read()
+
+
+def test_monitor_off_is_said_linked_to_the_config(run, tmp_path):
+  wd, data, text = run
+  part = _section(text, 'Quantitative analyses').split('### Monitored generation\n', 1)[1]
+  assert 'was off in training (`monitor.enabled` [false](config.json "/monitor/enabled"))' in part
+  assert 'no monitor rates recorded' in part  # its evaluation ran without one
+  assert data['values']['monitor.config.enabled']['value'] is False
+  assert not any('.rate.' in k or k.endswith('.flagged') for k in data['values'])
+  assert not any(a['path'].endswith('monitor_flags.jsonl') for a in data['artefacts'])
+  assert 'not monitored in training (`monitor.enabled` [false](config.json' in _section(text, 'Ethical considerations')
+  # A config from before the monitor: not recorded, saying why.
+  old = make_run(str(tmp_path / 'old'))
+  _edit_config(old, monitor=None)
+  data, text = _card(old)
+  assert 'no `monitor` section' in _section(text, 'Quantitative analyses').split('### Monitored generation\n', 1)[1]
+  assert 'monitor.config.enabled' not in data['values']
