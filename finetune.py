@@ -18,6 +18,21 @@ and the best checkpoint by ``finetune.best_metric`` is kept in <workdir>/best (p
 only: ``configs/fewshot.py:ckpt=<workdir>/best`` evaluates it). At the end the table of
 base zero-shot, base few-shot and fine-tuned scores is printed and written to
 finetune_results.json.
+
+Debiasing (``sft.debias_weight`` > 0, decoders): each example with a term of
+``sft.debias_lists`` to swap trains beside its counterfactual, and the loss adds the squared
+gap of their completions' log-probabilities (``llm.trainer.counterfactual_pair_loss``);
+metrics.jsonl gets ``debias_gap``, ``debias_loss`` (its share of train_loss) and
+``debias_pairs``, while val_loss stays the plain cross-entropy. Generations of the
+evaluators (and of the baseline) pass through the monitor (``config.monitor``,
+llm/eval/monitor.py), whose monitor/... rates join the metrics row (and baseline.json).
+
+  python finetune.py --config=configs/finetune_sst2.py:init=runs/default,method=full \
+      --config.sft.debias_weight=1.0 --config.sft.seq_len=256 --config.train.batch_size=8 \
+      --workdir=runs/sst2_debias
+
+(rows of 256 tokens hold most SST-2 pairs whole: at 128, a third of them lose their swapped
+word to the prompt cut; the data line's pair_identical counts them.)
 """
 
 from __future__ import annotations
@@ -60,6 +75,7 @@ def run(cfg, workdir: str) -> dict:
   from llm.eval import evaluators, results
   from llm.eval.encoder_scoring import ClassifierLM
   from llm.eval.lms import make_lm
+  from llm.eval.monitor import Monitor
   from llm.run import ConfigError, init_distributed, init_source, open_ledger, optim_config, to_dataclass
 
   init_distributed()  # multi-host: one process per host (llm/run.py says how to launch)
@@ -87,6 +103,7 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- The base model (a resumed run reads architecture and tokenizer from its own checkpoint)
   sft_cfg = to_dataclass(sft.SFTConfig, cfg.sft)
+  sft.check_debias(sft_cfg)  # a negative weight fails before the model loads (load_sft checks the architecture)
   with cfg.unlocked():
     cfg.data.seq_len = sft_cfg.seq_len  # init_source checks the rows fit the model
   with ledger.phase('checkpointing'):
@@ -100,6 +117,9 @@ def run(cfg, workdir: str) -> dict:
                       f'says method={ft.method}; use another --workdir or the same method')
 
   # ----- Data ----------------------------------------------------------------------------
+  # Scores every generation of the evaluators (llm/eval/monitor.py); built first, so that a
+  # bad config.monitor fails in a second.
+  monitor = Monitor.from_config(cfg.monitor, root=repo, out_dir=workdir if lead else None)
   tokenizer = init.tokenizer
   ds = sft.load_sft(sft_cfg, tokenizer, root=repo, task_dirs=task_dirs, arch=model_cfg.arch, head=ft.head)
   if classifier and not resuming:  # a new head of one output per class
@@ -119,7 +139,10 @@ def run(cfg, workdir: str) -> dict:
     trainable = functools.partial(_or_head, trainable)
   setup = trainer.setup_model(model_cfg, opt_cfg, mesh, trainable=trainable)
   loss_fn = trainer.classification_loss if classifier else trainer.next_token_loss
-  train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed, loss_fn=loss_fn)
+  train_loss_fn = loss_fn  # validation keeps the plain loss, comparable with and without debiasing
+  if sft_cfg.debias_weight > 0:  # load_sft has checked it is a decoder's text-to-text run
+    train_loss_fn = functools.partial(trainer.counterfactual_pair_loss, weight=sft_cfg.debias_weight)
+  train_step = trainer.make_train_step(setup, opt_cfg, cfg.seed, loss_fn=train_loss_fn)
   abstract = setup.abstract_state()
   n_trainable = sum(x.size for x in jax.tree.leaves(setup.split(abstract.params)[0]))
   opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract.opt_state))
@@ -169,7 +192,9 @@ def run(cfg, workdir: str) -> dict:
       evs = evaluators.build_evaluators({f'base_{shots}shot': dict(type='fewshot', tasks=ft.baseline_tasks,
                                                                    num_fewshot=shots, limit=ft.baseline_limit,
                                                                    every=0)}, task_dirs, root=repo)
-      baseline[f'{shots}-shot'] = results.flat_metrics([ev.run(base_scorer(base_params)) for ev, _ in evs])
+      lm = base_scorer(base_params)
+      lm.monitor, monitor.tags = monitor, {'step': 0, 'baseline': f'{shots}-shot'}
+      baseline[f'{shots}-shot'] = {**results.flat_metrics([ev.run(lm) for ev, _ in evs]), **monitor.collect()}
     if lead:
       with open(baseline_path, 'w') as f:
         json.dump(baseline, f, indent=2)
@@ -184,7 +209,9 @@ def run(cfg, workdir: str) -> dict:
     if not due:
       return {}
     with ledger.phase('evaluation'):
-      return results.flat_metrics([ev.run(scorer(params)) for ev in due])
+      lm = scorer(params)
+      lm.monitor, monitor.tags = monitor, {'step': step}  # every generate_until answer passes through it
+      return {**results.flat_metrics([ev.run(lm) for ev in due]), **monitor.collect()}  # monitor/...: this step's
 
   best = Best(os.path.join(workdir, 'best'), ft.best_metric, ft.best_mode)
 

@@ -152,7 +152,10 @@ def finetune_config(init: str, task: str, metric: str, method: str, rank: int, s
   c = base_config()
   c.loop = 'finetune'
   c.init_from = init  # the model to fine-tune: a checkpoint workdir or hf:<dir>
-  # Fine-tuning examples: llm.sft.SFTConfig's fields, documented there.
+  # Fine-tuning examples: llm.sft.SFTConfig's fields, documented there. Debiasing: debias_weight > 0
+  # trains each example with a term of debias_lists ('gender,gender_names') beside its swapped
+  # counterfactual and adds debias_weight x their squared log-probability gap to the loss
+  # (llm.trainer.counterfactual_pair_loss; metrics debias_gap, debias_loss, debias_pairs); 0 = off.
   c.sft = from_dataclass(SFTConfig(source=f'task:{task}', seq_len=128))
   c.finetune = dict(
       method=method,  # lora | full

@@ -39,6 +39,16 @@ The other architectures take the same examples in their own shape (``load_sft``'
   row, cut from the right when longer, and the completion's index among ``labels`` (the
   task's choices) as 'labels' [n, 1].
 
+Debiasing pairs (``debias_weight`` > 0, decoders): every training example with a term of
+``debias_lists`` to swap (``llm.data.counterfactual.Swapper.swap_parts``, prompt and
+completion swapped together) becomes a pair, the example and its counterfactual as two
+consecutive segments of one row, marked in 'pair' (2k-1 and 2k for a row's k-th pair, 0
+elsewhere) for ``llm.trainer.counterfactual_pair_loss``. A pair longer than a row is cut to
+half a row a member under ``truncation='truncate_prompt'`` (``pair_truncated``; when the
+cut prompts no longer differ, one copy is kept, unpaired: ``pair_identical``, so raise
+``seq_len`` when that count is high), else its members are laid out apart, unpaired
+(``pair_split``). Examples without a swap, and every validation example, are laid out as usual.
+
 Batches come from ``llm.data.train_dataset``: element i of the stream is a pure function
 of (seed, i), so a resumed fine-tuning run sees exactly the batches of an uninterrupted one.
 """
@@ -95,6 +105,11 @@ class SFTConfig:
   counterfactual: str = ''  # categories of data/counterfactual/ ('gender,gender_names') or list paths; '' = off
   counterfactual_mode: str = 'add'  # 'add' (a swapped copy of each chosen example) or 'substitute' (replace it)
   counterfactual_rate: float = 1.0  # fraction of the examples with a swap that are chosen, by a hash of (seed, index)
+  # Debiasing objective (llm.trainer.counterfactual_pair_loss): each training example with a term
+  # of debias_lists to swap is laid out beside its counterfactual in one row (both trained), and
+  # the loss adds debias_weight x the squared gap of their completions' mean log-probabilities.
+  debias_weight: float = 0.0  # lambda of the pair penalty; 0 = off (and the rows are laid out as without it)
+  debias_lists: str = 'gender,gender_names'  # categories of data/counterfactual/ or list paths that make the pairs
 
 
 @dataclasses.dataclass
@@ -272,6 +287,36 @@ def counterfactual_examples(examples: list[tuple[list[Chunk], str]], cfg: SFTCon
   return out, counters
 
 
+def check_debias(cfg: SFTConfig, arch: str = 'decoder', head: str = 'lm') -> None:
+  """One-line DataErrors for debiasing settings that cannot work."""
+  if cfg.debias_weight < 0:
+    raise DataError(f'sft.debias_weight must be >= 0 (0 = off), got {cfg.debias_weight}')
+  if cfg.debias_weight == 0:
+    return
+  if arch != 'decoder' or head != 'lm':
+    raise DataError(f'sft.debias_weight={cfg.debias_weight} pairs each example with its counterfactual in one packed '
+                    f'row, which decoders fine-tuned text to text have; this run is {arch} with head={head}, one '
+                    'example a row: set sft.debias_weight=0 (sft.counterfactual augments without the penalty)')
+  if cf.split_specs(cfg.counterfactual):
+    raise DataError(f'sft.debias_weight={cfg.debias_weight} already trains every example with a swap beside its '
+                    f'counterfactual (sft.debias_lists={cfg.debias_lists!r}); leave sft.counterfactual empty')
+
+
+def debias_examples(examples: list[tuple[list[Chunk], str]], cfg: SFTConfig, root: str = '.'
+                    ) -> tuple[list[tuple[list[Chunk], str, list[Chunk] | None]], cf.Counters]:
+  """(chunks, where, counterfactual chunks or None) per example: its swap by ``cfg.debias_lists``
+  (prompt and completion as one text, ``Swapper.swap_parts``), None when it has no term to swap."""
+  try:
+    swapper = cf.Swapper.from_categories(cfg.debias_lists, root)
+  except DataError as e:
+    raise DataError(f'sft.debias_lists={cfg.debias_lists!r}: {e}') from None
+  got, counters = cf.augment_parts([[text for text, _ in chunks] for chunks, _ in examples], swapper, 'add', 1.0,
+                                   cfg.seed)
+  swapped = {i: parts for i, parts, is_copy in got if is_copy}
+  return [(chunks, where, [(p, t) for p, (_, t) in zip(swapped[i], chunks)] if i in swapped else None)
+          for i, (chunks, where) in enumerate(examples)], counters
+
+
 # ---------------------------------------------------------------------------------------------
 # Chunks -> tokens with a loss mask -> rows
 # ---------------------------------------------------------------------------------------------
@@ -331,54 +376,113 @@ def _fit(tokens: np.ndarray, trained: np.ndarray, seq_len: int, policy: str
   return tokens[start:start + limit], trained[start:start + limit], 'completion_truncated'
 
 
-def examples_to_rows(token_examples: list[tuple[np.ndarray, np.ndarray]], seq_len: int, pack: bool
-                     ) -> dict[str, np.ndarray]:
+def examples_to_rows(token_examples: list[tuple[np.ndarray, np.ndarray]], seq_len: int, pack: bool,
+                     pairs: Sequence[tuple[int, int]] | None = None) -> dict[str, np.ndarray]:
   """Rows [n, seq_len] of inputs/targets/positions/segments (int32) and loss_mask (bool).
 
   An example of n tokens gives n - 1 (input, target) pairs; loss_mask is True where the
   target is a trained token. Packed: best fit, longest first (``llm.eval.scorer.pack_rows``).
+  ``pairs``: (original, counterfactual) indices into ``token_examples``; each pair goes into
+  one row as two consecutive segments, and the rows get 'pair' int32 [n, seq_len]: 2k-1 on
+  the positions of the row's k-th pair's original, 2k on its counterfactual's, 0 elsewhere
+  (an empty list gives 'pair' of zeros; None, no 'pair' field).
   """
   from llm.eval.scorer import pack_rows
-  lengths = [len(t) - 1 for t, _ in token_examples]
+  paired = {a: b for a, b in pairs or ()}
+  members = set(paired) | set(paired.values())
+  if len(members) != 2 * len(paired):
+    raise ValueError(f'an example is in two pairs: {sorted(pairs or ())}')
+  # Units are laid out whole: an example alone, or a pair (its original first).
+  units = sorted([(i,) for i in range(len(token_examples)) if i not in members] + list(paired.items()))
+  lengths = [sum(len(token_examples[i][0]) - 1 for i in unit) for unit in units]
   if pack:
     groups, _ = pack_rows(lengths, seq_len)
   else:
-    groups = [[i] for i in range(len(token_examples))]
+    groups = [[u] for u in range(len(units))]
   rows = {k: np.zeros((len(groups), seq_len), np.int32) for k in SFT_FIELDS[:4]}
   rows['loss_mask'] = np.zeros((len(groups), seq_len), bool)
+  if pairs is not None:
+    rows['pair'] = np.zeros((len(groups), seq_len), np.int32)
   for r, group in enumerate(sorted(groups)):  # rows in order of their first example: stable
-    col = 0
-    for sid, i in enumerate(sorted(group), start=1):
-      toks, trained = token_examples[i]
-      n = len(toks) - 1
-      rows['inputs'][r, col:col + n] = toks[:-1]
-      rows['targets'][r, col:col + n] = toks[1:]
-      rows['positions'][r, col:col + n] = np.arange(n)
-      rows['segments'][r, col:col + n] = sid
-      rows['loss_mask'][r, col:col + n] = trained[1:]
-      col += n
+    col, sid, k = 0, 0, 0
+    for u in sorted(group):
+      k += len(units[u]) == 2
+      for m, i in enumerate(units[u]):
+        toks, trained = token_examples[i]
+        n, sid = len(toks) - 1, sid + 1
+        if n > seq_len - col:
+          raise ValueError(f'example {i} ({n} positions) does not fit a row of {seq_len} after {col}')
+        rows['inputs'][r, col:col + n] = toks[:-1]
+        rows['targets'][r, col:col + n] = toks[1:]
+        rows['positions'][r, col:col + n] = np.arange(n)
+        rows['segments'][r, col:col + n] = sid
+        rows['loss_mask'][r, col:col + n] = trained[1:]
+        if len(units[u]) == 2:
+          rows['pair'][r, col:col + n] = 2 * k - 1 + m
+        col += n
   return rows
+
+
+def _tokenize_one(chunks: list[Chunk], where: str, tokenizer: Tokenizer, cfg: SFTConfig, counts: dict[str, int],
+                  too_long: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+  """One example tokenised and fitted to a row by ``cfg.truncation``; None when it is left out."""
+  toks, trained = tokenize_example(chunks, tokenizer, cfg.add_eos, where)
+  if len(toks) > cfg.seq_len + 1:
+    too_long.append(where)
+    if cfg.truncation == 'fail':
+      return None
+  toks, trained, what = _fit(toks, trained, cfg.seq_len, cfg.truncation)
+  counts[what] = counts.get(what, 0) + 1
+  if what == 'dropped':
+    return None
+  if not trained[1:].any():
+    counts['no_target'] = counts.get('no_target', 0) + 1
+    return None
+  return toks, trained
 
 
 def _tokenize_all(examples: list[tuple[list[Chunk], str]], tokenizer: Tokenizer, cfg: SFTConfig,
                   counts: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
   out, too_long = [], []
   for chunks, where in examples:
-    toks, trained = tokenize_example(chunks, tokenizer, cfg.add_eos, where)
-    if len(toks) > cfg.seq_len + 1:
-      too_long.append(where)
-      if cfg.truncation == 'fail':
-        continue
-    toks, trained, what = _fit(toks, trained, cfg.seq_len, cfg.truncation)
-    counts[what] = counts.get(what, 0) + 1
-    if what == 'dropped':
-      continue
-    if not trained[1:].any():
-      counts['no_target'] = counts.get('no_target', 0) + 1
-      continue
-    out.append((toks, trained))
+    ex = _tokenize_one(chunks, where, tokenizer, cfg, counts, too_long)
+    if ex is not None:
+      out.append(ex)
   _refuse_too_long(too_long, len(examples), cfg, f'are longer than seq_len={cfg.seq_len} + 1 tokens')
   return out
+
+
+def _tokenize_pairs(examples: list[tuple[list[Chunk], str, list[Chunk] | None]], tokenizer: Tokenizer,
+                    cfg: SFTConfig, counts: dict[str, int]
+                    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[int, int]]]:
+  """``_tokenize_all`` of examples and their counterfactuals (``debias_examples``): the token
+  examples, each counterfactual right after its original, and the (original, counterfactual)
+  indices of the pairs that share a row (module docstring: pair_truncated, pair_split)."""
+  out: list[tuple[np.ndarray, np.ndarray]] = []
+  pairs: list[tuple[int, int]] = []
+  too_long: list[str] = []
+  half = cfg.seq_len // 2
+  for chunks, where, cf_chunks in examples:
+    a = _tokenize_one(chunks, where, tokenizer, cfg, counts, too_long)
+    b = None if cf_chunks is None else _tokenize_one(cf_chunks, f'{where} (counterfactual)', tokenizer, cfg,
+                                                    counts, too_long)
+    if a is not None and b is not None and len(a[0]) + len(b[0]) - 2 > cfg.seq_len:
+      if cfg.truncation == 'truncate_prompt':  # half a row each: the two stay comparable
+        a, b = (_fit(*a, half, 'truncate_prompt')[:2], _fit(*b, half, 'truncate_prompt')[:2])
+        counts['pair_truncated'] = counts.get('pair_truncated', 0) + 1
+        if np.array_equal(a[0], b[0]):  # the cut took every swapped term: one copy, no pair
+          counts['pair_identical'] = counts.get('pair_identical', 0) + 1
+          b = None
+      else:
+        counts['pair_split'] = counts.get('pair_split', 0) + 1
+        out += [a, b]
+        continue
+    if a is not None and b is not None and a[1][1:].any() and b[1][1:].any():
+      pairs.append((len(out), len(out) + 1))
+    out += [ex for ex in (a, b) if ex is not None and ex[1][1:].any()]
+  _refuse_too_long(too_long, len(examples), cfg, f'are longer than seq_len={cfg.seq_len} + 1 tokens')
+  counts['pairs'] = len(pairs)
+  return out, pairs
 
 
 def _refuse_too_long(too_long: list[str], n: int, cfg: SFTConfig, what: str) -> None:
@@ -394,10 +498,19 @@ def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: S
   'classifier'). Raises DataError on bad input."""
   if cfg.truncation not in TRUNCATION:
     raise DataError(f'sft.truncation={cfg.truncation!r} is unknown; use one of {list(TRUNCATION)}')
+  check_debias(cfg, arch, head)
   train_ex, val_ex = read_examples(cfg, root, task_dirs)
   train_ex, counters = counterfactual_examples(train_ex, cfg, root)  # training examples only
   if counters is not None:
     print('\n'.join(counters.lines('training examples')), flush=True)
+  pairs_ex = None
+  if cfg.debias_weight > 0:
+    pairs_ex, pair_counters = debias_examples(train_ex, cfg, root)
+    if not pair_counters.with_swap:
+      raise DataError(f'sft.debias_weight={cfg.debias_weight}: none of the {len(train_ex)} training examples has a '
+                      f'term of sft.debias_lists={cfg.debias_lists!r} to swap, so there is no pair to debias')
+    print(f'debiasing pairs ({cfg.debias_lists}): {pair_counters.with_swap:,} of {len(train_ex):,} training '
+          f'examples have a term to swap; each is trained beside its counterfactual, in one row', flush=True)
   report: dict[str, Any] = {'train': {}, 'validation': {}}
   labels: list[str] = []
   if head == 'classifier':
@@ -415,12 +528,15 @@ def load_sft(cfg: SFTConfig, tokenizer: Tokenizer, root: str = '.', task_dirs: S
     train = seq2seq_rows(train_pairs, cfg.seq_len, dec_len, tokenizer.pad_id)
     val = seq2seq_rows(val_pairs, cfg.seq_len, dec_len, tokenizer.pad_id)
   else:
-    train_tok = _tokenize_all(train_ex, tokenizer, cfg, report['train'])
+    if pairs_ex is None:
+      train_tok, train_pairs = _tokenize_all(train_ex, tokenizer, cfg, report['train']), None
+    else:
+      train_tok, train_pairs = _tokenize_pairs(pairs_ex, tokenizer, cfg, report['train'])
     val_tok = _tokenize_all(val_ex, tokenizer, cfg, report['validation'])
     examples = {'train': len(train_tok), 'validation': len(val_tok)}
     if not train_tok:
       raise DataError(f'no training example of {cfg.source!r} survives sft.truncation={cfg.truncation!r}')
-    train = examples_to_rows(train_tok, cfg.seq_len, cfg.pack)
+    train = examples_to_rows(train_tok, cfg.seq_len, cfg.pack, train_pairs)
     val = examples_to_rows(val_tok, cfg.seq_len, cfg.pack)
   if examples['train'] == 0:
     raise DataError(f'no training example of {cfg.source!r} survives sft.truncation={cfg.truncation!r}')

@@ -28,9 +28,17 @@ Params = dict[str, Any]
 # 'inputs', 'targets' and optionally 'positions', 'segments', 'branches': int32 [b, t], and
 # 'loss_mask' (bool/float [b, t]: which targets count, e.g. only the response in supervised
 # fine-tuning). Without 'segments' every row is one unpadded document (synthetic benchmarks).
+# 'pair' (int32 [b, t], counterfactual_pair_loss): 2k-1 on the k-th pair's original, 2k on its
+# counterfactual, 0 elsewhere (llm.sft.examples_to_rows).
 Batch = dict[str, jax.Array]
-# (graphdef, params, batch, dropout_key) -> (summed loss, number of tokens it covers)
-LossFn = Callable[[nnx.GraphDef, Params, Batch, jax.Array | None], tuple[jax.Array, jax.Array]]
+# Auxiliary metrics of a loss: name -> (sum, count) over the batch; the train step adds them up
+# over microbatches and logs sum / count (a count of 0: the sum itself), exact under gradient
+# accumulation.
+AuxMetrics = dict[str, tuple[jax.Array, jax.Array]]
+# (graphdef, params, batch, dropout_key) -> (summed loss, number of tokens it covers), or those
+# two and AuxMetrics (counterfactual_pair_loss)
+LossFn = Callable[[nnx.GraphDef, Params, Batch, jax.Array | None],
+                  tuple[jax.Array, jax.Array] | tuple[jax.Array, jax.Array, AuxMetrics]]
 # (cfg, key) -> an nnx.Module whose parameters carry logical 'axes' metadata
 ModelBuilder = Callable[[ModelConfig, jax.Array], nnx.Module]
 
@@ -301,6 +309,65 @@ def classification_loss(graphdef: nnx.GraphDef, params: Params, batch: Batch,
   return -jnp.sum(logp_b * real_b), jnp.sum(real_b)
 
 
+def counterfactual_pair_loss(graphdef: nnx.GraphDef, params: Params, batch: Batch,
+                             dropout_key: jax.Array | None = None, *, weight: float
+                             ) -> tuple[jax.Array, jax.Array, AuxMetrics]:
+  """Next-token cross-entropy plus a penalty on the gap between counterfactual pairs.
+
+  A pair is a fine-tuning example and its copy with identity terms swapped (he <-> she,
+  John <-> Mary; ``llm.sft``, ``sft.debias_lists``), laid out in one row as two segments and
+  marked by ``batch['pair']`` [b, t]: 2k-1 on the k-th pair's original, 2k on its
+  counterfactual, 0 elsewhere. Per member m, l_m = the mean log-probability of its
+  ``loss_mask`` targets (its completion, in nats per token); per pair p of n_p such targets
+  in both members together::
+
+    loss_sum = sum_t CE_t  +  weight * sum_p n_p * (l_orig(p) - l_cf(p))**2
+
+  The train step divides by the token count (the second value, CE's), so the objective per
+  target token is the usual cross-entropy plus ``weight`` times the mean of the squared gaps
+  with each pair weighted by its targets, as the cross-entropy weights each target: the
+  penalty scales like the loss it is added to, whatever the completions' lengths, and sums
+  exactly over microbatches. Both members are also trained on by the cross-entropy
+  (counterfactual augmentation); the penalty asks the model to find them equally likely,
+  so that the swapped identity does not change what it predicts. Its gradient is zero for a
+  pair the model already scores alike (identical members: nothing to swap).
+
+  After Counterfactual Logit Pairing (S. Garg, V. Perot, N. Limtiaco, A. Taly, E. H. Chi,
+  A. Beutel, "Counterfactual Fairness in Text Classification through Robustness", AIES 2019:
+  a squared penalty on a classifier's logit gap between an example and its identity-swapped
+  counterfactual), applied to a language model's sequence log-probability, as Y. Qian,
+  U. Muaz, B. Zhang, J. W. Hyun, "Reducing Gender Bias in Word-Level Language Models with a
+  Gender-Equalizing Loss Function", ACL SRW 2019, equalise the probabilities of the two
+  words of a gendered pair. The completion's log-probability is the classifier's logit here
+  (SST-2's " positive" after the review and after its swapped review).
+
+  Returns (loss_sum, CE's token count, AuxMetrics): ``debias_gap``, the mean |l_orig - l_cf|
+  over the batch's pairs (0 when it has none); ``debias_loss``, the penalty's share of
+  ``train_loss`` per token; ``debias_pairs``, the number of pairs in the batch. Rows without
+  'pair' have no pairs.
+  """
+  logp_bt = token_logprobs(graphdef, params, batch, dropout_key)
+  mask_bt = loss_mask(batch).astype(jnp.float32)
+  ce_sum, n_tokens = -jnp.sum(logp_bt * mask_bt), jnp.sum(mask_bt)
+  pair_bt = batch.get('pair', jnp.zeros(logp_bt.shape, jnp.int32))
+  # Per row, the sums over member ids 0..2K (0 = no pair): a member takes at least one
+  # position, so a row of t positions holds at most t // 2 pairs.
+  k_pairs = logp_bt.shape[1] // 2 + 1
+  per_member = jax.vmap(functools.partial(jax.ops.segment_sum, num_segments=2 * k_pairs + 1))
+  logp_sum_bm = per_member(logp_bt * mask_bt, pair_bt)  # [b, 2K+1]
+  count_bm = per_member(mask_bt, pair_bt)
+  n_orig_bk, n_cf_bk = count_bm[:, 1::2], count_bm[:, 2::2]  # [b, K]: members 2k-1 and 2k
+  present_bk = ((n_orig_bk > 0) & (n_cf_bk > 0)).astype(jnp.float32)
+  mean_orig_bk = logp_sum_bm[:, 1::2] / jnp.maximum(n_orig_bk, 1.0)
+  mean_cf_bk = logp_sum_bm[:, 2::2] / jnp.maximum(n_cf_bk, 1.0)
+  gap_bk = (mean_orig_bk - mean_cf_bk) * present_bk
+  penalty = weight * jnp.sum((n_orig_bk + n_cf_bk) * present_bk * gap_bk ** 2)
+  n_pairs = jnp.sum(present_bk)
+  aux = {'debias_gap': (jnp.sum(jnp.abs(gap_bk)), n_pairs), 'debias_loss': (penalty, n_tokens),
+         'debias_pairs': (n_pairs, jnp.zeros(()))}
+  return ce_sum + penalty, n_tokens, aux
+
+
 def _global_norm(tree) -> jax.Array:
   return optax.tree.norm(tree)
 
@@ -312,11 +379,13 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate
   The global batch is split into ``accum_steps`` microbatches whose gradients are summed
   and divided by the total token count, so the update equals the one of the whole batch.
   Dropout keys are derived from (seed, step): a resumed run draws the same masks.
-  ``loss_fn`` returns (summed loss, token count); the default is next-token prediction.
+  ``loss_fn`` returns (summed loss, token count); the default is next-token prediction. A
+  loss that also returns ``AuxMetrics`` gets them logged as sum / count over the whole batch.
   """
   A = optim_cfg.accum_steps
   def loss_of_trainable(train_p, frozen_p, batch, key):
-    return loss_fn(setup.graphdef, join_params(train_p, frozen_p) if frozen_p else train_p, batch, key)
+    loss_sum, n, *aux = loss_fn(setup.graphdef, join_params(train_p, frozen_p) if frozen_p else train_p, batch, key)
+    return loss_sum, (n, aux[0] if aux else {})
   grad_fn = jax.value_and_grad(loss_of_trainable, has_aux=True)  # d/d(trainable parameters) only
   use_dropout = setup.cfg.dropout > 0 or setup.cfg.lora_dropout > 0
   lr_fn = schedule(optim_cfg)
@@ -325,7 +394,7 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate
     key = jax.random.fold_in(jax.random.key(seed), state.step) if use_dropout else None
     train_p, frozen_p = setup.split(state.params)
     if A == 1:
-      (loss_sum, n_tokens), grads = grad_fn(train_p, frozen_p, batch, key)
+      (loss_sum, (n_tokens, aux)), grads = grad_fn(train_p, frozen_p, batch, key)
     else:
       def split(x):  # [b, t] -> [A, b/A, t], microbatch i = rows i, i+A, ... (spread over devices)
         b = x.shape[0]
@@ -337,12 +406,13 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate
       micro = jax.tree.map(split, batch)
       def body(carry, xs):
         mb, i = xs
-        (l, n), g = grad_fn(train_p, frozen_p, mb, None if key is None else jax.random.fold_in(key, i))
+        (l, (n, a)), g = grad_fn(train_p, frozen_p, mb, None if key is None else jax.random.fold_in(key, i))
         acc_l, acc_n, acc_g = carry
-        return (acc_l + l, acc_n + n, jax.tree.map(jnp.add, acc_g, g)), None
+        return (acc_l + l, acc_n + n, jax.tree.map(jnp.add, acc_g, g)), a  # aux: stacked, summed below
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), train_p)
-      (loss_sum, n_tokens, grads), _ = jax.lax.scan(
+      (loss_sum, n_tokens, grads), aux = jax.lax.scan(
           body, (jnp.zeros(()), jnp.zeros(()), zeros), (micro, jnp.arange(A)))
+      aux = jax.tree.map(lambda x: jnp.sum(x, axis=0), aux)
     denom = jnp.maximum(n_tokens, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = setup.optimizer.update(grads, state.opt_state, train_p)
@@ -355,6 +425,7 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate
         'param_norm': _global_norm(params),
         'learning_rate': lr_fn(state.step),
         'tokens': n_tokens,
+        **{name: total / jnp.where(count > 0, count, 1.0) for name, (total, count) in aux.items()},
     }
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -371,9 +442,9 @@ def make_train_step(setup: ModelSetup, optim_cfg: OptimConfig, seed: int, donate
 
 def make_eval_step(setup: ModelSetup, loss_fn: LossFn = next_token_loss
                    ) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
-  """Jitted ``eval_step(params, batch) -> (summed loss, token count)``."""
+  """Jitted ``eval_step(params, batch) -> (summed loss, token count)`` (a loss's AuxMetrics are dropped)."""
   batch_sh = sharding.batch_sharding(setup.mesh)
-  jitted = jax.jit(functools.partial(loss_fn, setup.graphdef),
+  jitted = jax.jit(lambda params, batch: loss_fn(setup.graphdef, params, batch)[:2],
                    in_shardings=(setup.state_shardings.params, batch_sh))
   def step(params: Params, batch: Batch):
     with sharding.activate(setup.mesh):
