@@ -35,6 +35,11 @@ FINETUNE_ARGS = {
                          'init=runs/t5,arch=t5', 'init=a,arch=bert,method=lora,smoke=True'],
     'finetune_qa.py': ['init=a', 'init=a,method=lora', 'init=a,rank=16', 'init=a,steps=5', 'init=a,smoke=True'],
 }
+# The controlled bias-mitigation experiment (llm/eval/mitigation.py); tests/test_mitigation.py
+# checks that every arm's flags name fields of its recipe's config.
+EXPERIMENT_ARGS = {
+    'bias_mitigation.py': ['', 'smoke=True', 'limit=100', 'steps=200,ft_steps=50', 'finetune=False'],
+}
 
 
 def load(name, arg=''):
@@ -50,7 +55,7 @@ def test_every_config_file_is_covered():
   files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
   files = [f for f in files if f not in ('common.py', '__init__.py')]
   assert files, 'no config files found'
-  known = sorted({**ARGS, **PIPELINE_ARGS, **FINETUNE_ARGS})
+  known = sorted({**ARGS, **PIPELINE_ARGS, **FINETUNE_ARGS, **EXPERIMENT_ARGS})
   assert files == known, f'add the documented arguments of {set(files) ^ set(known)} to ARGS'
 
 

@@ -325,7 +325,7 @@ def bbq_item(doc: Mapping[str, Any], pred: int) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Statistic:
+class Statistic:
   """An aggregation as items -> columns (once) and (columns, document weights) -> value.
 
   Every statistic here is a function of weighted sums over documents, so weights of 1
@@ -386,18 +386,18 @@ def _s_amb(c: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
   return np.where(np.isnan(score) & (acc == 1.0), 0.0, (1 - acc) * score)
 
 
-mean = _Statistic(_mean_columns, lambda c, w: _wmean(w, c['x']))
-winobias_acc_pro = _Statistic(_winobias_columns, lambda c, w: _wmean(w, c['correct'], c['pro']))
-winobias_acc_anti = _Statistic(_winobias_columns, lambda c, w: _wmean(w, c['correct'], c['anti']))
-winobias_pro_anti_gap = _Statistic(
+mean = Statistic(_mean_columns, lambda c, w: _wmean(w, c['x']))
+winobias_acc_pro = Statistic(_winobias_columns, lambda c, w: _wmean(w, c['correct'], c['pro']))
+winobias_acc_anti = Statistic(_winobias_columns, lambda c, w: _wmean(w, c['correct'], c['anti']))
+winobias_pro_anti_gap = Statistic(
     _winobias_columns, lambda c, w: _wmean(w, c['correct'], c['pro']) - _wmean(w, c['correct'], c['anti']))
-bbq_acc_ambig = _Statistic(_bbq_columns, lambda c, w: _wmean(w, c['correct'], c['ambig']))
-bbq_acc_disambig = _Statistic(_bbq_columns, lambda c, w: _wmean(w, c['correct'], c['disambig']))
-bbq_s_dis = _Statistic(_bbq_columns, lambda c, w: _bias_score(c, w, c['disambig']))
-bbq_s_amb = _Statistic(_bbq_columns, _s_amb)
+bbq_acc_ambig = Statistic(_bbq_columns, lambda c, w: _wmean(w, c['correct'], c['ambig']))
+bbq_acc_disambig = Statistic(_bbq_columns, lambda c, w: _wmean(w, c['correct'], c['disambig']))
+bbq_s_dis = Statistic(_bbq_columns, lambda c, w: _bias_score(c, w, c['disambig']))
+bbq_s_amb = Statistic(_bbq_columns, _s_amb)
 
 # Metric name -> aggregation of its per-document items, for every metric the probes report.
-AGGREGATIONS: dict[str, _Statistic] = {
+AGGREGATIONS: dict[str, Statistic] = {
     'pct_stereotype': mean, 'likelihood_diff': mean, 'acc': mean,
     'acc_pro': winobias_acc_pro, 'acc_anti': winobias_acc_anti, 'pro_anti_gap': winobias_pro_anti_gap,
     'acc_ambig': bbq_acc_ambig, 'acc_disambig': bbq_acc_disambig, 's_dis': bbq_s_dis, 's_amb': bbq_s_amb,
@@ -410,27 +410,59 @@ def mean_stderr(items: Sequence[float]) -> float:
   return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
 
-def bootstrap_stderr(aggregate: _Statistic, items: Sequence[Any], iters: int = 1000, seed: int = 0) -> float:
+def _resample_weights(n: int, iters: int, seed: int) -> Iterable[np.ndarray]:
+  """``iters`` bootstrap resamples of n documents, as [k, n] count matrices in chunks.
+
+  Each row draws n documents with replacement, counted per document, so a statistic of
+  weighted sums evaluates every resample of a chunk in one matrix product.
+  """
+  rng = np.random.default_rng(seed)
+  chunk = max(1, min(iters, 2_000_000 // n))  # bounds the weight matrix to ~16 MB
+  for start in range(0, iters, chunk):
+    k = min(chunk, iters - start)
+    idx = rng.integers(0, n, (k, n)) + np.arange(k)[:, None] * n  # row r counts into [r*n, (r+1)*n)
+    yield np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
+
+
+def _std_defined(vals: list[np.ndarray]) -> float:
+  """Sample standard deviation of the resampled values that are defined (not NaN)."""
+  v = np.concatenate(vals)
+  v = v[~np.isnan(v)]
+  return float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def bootstrap_stderr(aggregate: Statistic, items: Sequence[Any], iters: int = 1000, seed: int = 0) -> float:
   """Standard deviation of ``aggregate`` over ``iters`` resamples of the documents.
 
-  Each resample draws n documents with replacement (as counts per document). Resamples
-  whose value is undefined (NaN: an empty group) are left out. Deterministic in ``seed``.
+  Resamples whose value is undefined (NaN: an empty group) are left out. Deterministic in ``seed``.
   """
   cols = aggregate.columns(list(items))
   n = len(next(iter(cols.values())))
   if n < 2:
     return math.nan
-  rng = np.random.default_rng(seed)
-  vals = []
-  chunk = max(1, min(iters, 2_000_000 // n))  # bounds the weight matrix to ~16 MB
-  for start in range(0, iters, chunk):
-    k = min(chunk, iters - start)
-    idx = rng.integers(0, n, (k, n)) + np.arange(k)[:, None] * n  # row r counts into [r*n, (r+1)*n)
-    w = np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
-    vals.append(aggregate.value(cols, w))
-  vals = np.concatenate(vals)
-  vals = vals[~np.isnan(vals)]
-  return float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+  return _std_defined([aggregate.value(cols, w) for w in _resample_weights(n, iters, seed)])
+
+
+def paired_bootstrap(aggregate: Statistic, items_a: Sequence[Any], items_b: Sequence[Any], iters: int = 1000,
+                     seed: int = 0) -> tuple[float, float]:
+  """(value(b) - value(a), its standard error) for two models scored on the same documents.
+
+  ``items_a[i]`` and ``items_b[i]`` must be the same document. Each resample draws the same
+  documents for both models, so the error of the difference leaves out the variation
+  between documents that both models share (tighter than combining two independent
+  errors, and right for a controlled experiment). Resamples where either value is
+  undefined are left out; the error is NaN when fewer than two remain.
+  """
+  if len(items_a) != len(items_b):
+    raise ValueError(f'paired_bootstrap needs the same documents for both models, got {len(items_a)} and '
+                     f'{len(items_b)}')
+  ca, cb = aggregate.columns(list(items_a)), aggregate.columns(list(items_b))
+  n = len(items_a)
+  ones = np.ones(n)
+  diff = float(aggregate.value(cb, ones) - aggregate.value(ca, ones))
+  if n < 2:
+    return diff, math.nan
+  return diff, _std_defined([aggregate.value(cb, w) - aggregate.value(ca, w) for w in _resample_weights(n, iters, seed)])
 
 
 # ============================================================================ report
@@ -493,7 +525,7 @@ def _metric(row: Mapping[str, Any], name: str) -> float:
   return math.nan
 
 
-def _items(samples: Sequence[Mapping[str, Any]], metric: str) -> list[Any]:
+def metric_items(samples: Sequence[Mapping[str, Any]], metric: str) -> list[Any]:
   """Per-document items of ``metric``: under ``metrics`` (llm.eval.tasks) or at the top (harness)."""
   out = []
   for s in samples:
@@ -519,7 +551,7 @@ class _Table:
   def value(self, metric: str) -> float:
     v = _metric(self.row, metric)
     if math.isnan(v) and metric in AGGREGATIONS:
-      items = _items(self.samples, metric)
+      items = metric_items(self.samples, metric)
       if items:
         v = AGGREGATIONS[metric](items)
     return v
@@ -534,7 +566,7 @@ class _Table:
     se = _metric(self.row, f'{metric}_stderr')
     if not math.isnan(se):
       return se, False
-    items = _items(self.samples, metric)
+    items = metric_items(self.samples, metric)
     if len(items) < 2 or metric not in AGGREGATIONS:
       return math.nan, False
     agg = AGGREGATIONS[metric]
