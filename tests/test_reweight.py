@@ -245,3 +245,33 @@ def test_mixture_weights():
   assert rep.targets[0].before == pytest.approx(np.sum(f) / np.sum(g))
   with pytest.raises(DataError, match='can range from'):
     R.mixture_weights([a, b], tokens, 'gender:female=0.4', max_weight=1.5)
+
+
+# ----------------------------------------------------------------------------- in the data pipeline
+
+
+def test_load_corpus_trains_on_the_reweighted_documents(tmp_path):
+  """data.reweight resamples the training documents only, as the report says, and refuses
+  a prepared source (no text left to count terms in) in one line."""
+  import dataclasses
+
+  from llm.data.stream import DataConfig, load_corpus, write_mitigation_report
+  docs = make_corpus(300)
+  (tmp_path / 'docs.txt').write_text('\n'.join(docs) + '\n')
+  cfg = DataConfig(sources=str(tmp_path / 'docs.txt'), seq_len=16, doc_separator='line', split='document',
+                   val_fraction=0.1)
+  plain = load_corpus(cfg)
+  weighted = load_corpus(dataclasses.replace(cfg, reweight='gender:female=0.5'))
+  (report,) = weighted.reweighting
+  (target,) = report.targets
+  assert target.before < 0.45 and abs(target.realised - 0.5) < 0.02
+  # The training stream holds the resampled documents' tokens; validation is untouched.
+  assert weighted.train[0].stream.num_tokens > plain.train[0].stream.num_tokens
+  assert weighted.val.parts[0].stream.num_tokens == plain.val.parts[0].stream.num_tokens
+  path = write_mitigation_report(weighted, str(tmp_path))
+  import json
+  assert json.load(open(path))['reweighting'][0]['targets'][0]['realised'] == target.realised
+  assert write_mitigation_report(plain, str(tmp_path / 'none')) is None
+  with pytest.raises(DataError, match=r"cannot reweight tokens:.*set --config.data.reweight=''") as e:
+    load_corpus(dataclasses.replace(cfg, sources='tokens:/no/such/dir', reweight='gender:female=0.5'))
+  assert '\n' not in str(e.value)
