@@ -141,9 +141,20 @@ def activate(mesh: Mesh) -> Iterator[Mesh]:
     _ACTIVE.pop()
 
 
+@contextlib.contextmanager
+def deactivate() -> Iterator[None]:
+  """Within this context (code that runs per device, inside shard_map), no constraints."""
+  _ACTIVE.append(None)  # type: ignore[arg-type]
+  try:
+    yield
+  finally:
+    _ACTIVE.pop()
+
+
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
-  """with_sharding_constraint by logical names; a no-op outside ``activate`` or on 1 device."""
-  if not _ACTIVE or _ACTIVE[-1].size == 1:
+  """with_sharding_constraint by logical names; a no-op outside ``activate``, inside
+  ``deactivate`` or on 1 device."""
+  if not _ACTIVE or _ACTIVE[-1] is None or _ACTIVE[-1].size == 1:
     return x
   mesh = _ACTIVE[-1]
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(logical_axes, x.shape, mesh)))

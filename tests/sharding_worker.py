@@ -80,22 +80,25 @@ def compare(cfg, opt, batch, meshes, out):
       loss, grads = grad_fn(state.params, b)
     step = trainer.make_train_step(setup, opt, seed=0, donate=False)
     new_state, _ = step(state, b)
+    with sharding.activate(mesh):
+      hlo = step.jitted.lower(state, b).compile().as_text()
+    all_reduces = hlo.count(' all-reduce(') + hlo.count(' all-reduce-start(')
     layout = jax.tree.map(lambda a: {'spec': [list(x) if isinstance(x, tuple) else x for x in a.sharding.spec],
                                      'shard': list(a.addressable_shards[0].data.shape),
                                      'shape': list(a.shape)}, state.params)
     expected = jax.tree.map(lambda s: [list(x) if isinstance(x, tuple) else x for x in s], setup.param_specs,
                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    return float(loss), jax.device_get(grads), jax.device_get(new_state.params), layout, expected
+    return float(loss), jax.device_get(grads), jax.device_get(new_state.params), layout, expected, all_reduces
 
-  ref_loss, ref_grads, ref_params, _, _ = run(sharding.make_mesh({'data': 1}, jax.devices()[:1]))
+  ref_loss, ref_grads, ref_params, _, _, _ = run(sharding.make_mesh({'data': 1}, jax.devices()[:1]))
   out['ref_loss'] = ref_loss
   for name, shape in meshes.items():
-    loss, grads, params, layout, expected = run(sharding.make_mesh(shape))
+    loss, grads, params, layout, expected, all_reduces = run(sharding.make_mesh(shape))
     gdiff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), grads, ref_grads)))
     gscale = max(jax.tree.leaves(jax.tree.map(lambda a: float(np.max(np.abs(a))), ref_grads)))
     pdiff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, ref_params)))
     out[name] = {'loss': loss, 'grad_max_abs_diff': gdiff, 'grad_max_abs': gscale, 'param_max_abs_diff': pdiff,
-                 'layout': layout, 'expected': expected}
+                 'layout': layout, 'expected': expected, 'all_reduces': all_reduces}
 
 
 if __name__ == '__main__':

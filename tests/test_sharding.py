@@ -28,6 +28,14 @@ def test_loss_and_grads_match_single_device(result, mesh):
   assert r['param_max_abs_diff'] < 1e-5, r['param_max_abs_diff']
 
 
+def test_data_parallel_cpu_step_sums_all_gradients_in_one_all_reduce(result):
+  """On XLA:CPU a data-parallel step reduces one flat vector (trainer._fused_reduction), not
+  one all-reduce per parameter (which XLA:CPU neither combines nor overlaps), and still
+  equals one device (above); sharded meshes keep the partitioner's collectives."""
+  assert result['data8']['all_reduces'] == 1, result['data8']['all_reduces']
+  assert result['fsdp4_tensor2']['all_reduces'] > 1
+
+
 def walk(lay, exp, path=()):
   """(path, layout) of every parameter, checking its spec is the one the rules table gives."""
   if 'spec' in lay and 'shard' in lay:
