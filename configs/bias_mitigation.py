@@ -14,6 +14,7 @@ Pre-training arms (configs/default.py, Tiny Shakespeare):
                    a gendered term or name (Zhao et al., 2018; Webster et al., 2020)
   cda_substitute   half of those documents replaced by their swap (Webster et al.'s one-sided CDA)
   reweight         documents resampled so female terms are half of the gender mentions
+  baseline_seed1   the control: no mitigation, seed 1 instead of 0 (how far a rerun alone moves a score)
 Fine-tuning arms (configs/finetune_sst2.py, full fine-tuning of the baseline's checkpoint):
   ft_baseline      as configured
   ft_cda           fine-tuning examples augmented the same way
@@ -71,6 +72,11 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
                               baseline='baseline')
   c.arms.reweight = arm('train.py', pre, f'{common_flags} --config.data.reweight=gender:female=0.5',
                         baseline='baseline')
+  # The control: no mitigation, another seed (initialisation and data order). The probes'
+  # intervals cover their documents, not training's randomness; this arm's change is how far
+  # a rerun alone moves each score, the size a mitigation's change must beat.
+  c.arms.baseline_seed1 = arm('train.py', pre, f'{common_flags} --config.seed=1 --config.data.seed=1',
+                              baseline='baseline')
   if args.finetune:
     ft = 'configs/finetune_sst2.py:init={init},method=full,fewshot=0' + (',smoke=True' if args.smoke else '')
     ft_steps = args.ft_steps or (4 if args.smoke else 400)

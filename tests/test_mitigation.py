@@ -39,10 +39,10 @@ def test_commands_share_everything_but_the_mitigation_and_finetuning_follows_its
   cmds = mitigation.commands(cfg, str(tmp_path), python='py')
   assert list(cmds)[0] == 'baseline'  # fine-tuning arms start from it, so it runs first
   base_train, base_eval = cmds['baseline']
-  for name in ('cda_add', 'cda_substitute', 'reweight'):
+  for name in ('cda_add', 'cda_substitute', 'reweight', 'baseline_seed1'):
     train, evaluate = cmds[name]
     extra = set(train) - set(base_train)
-    assert all('counterfactual' in f or 'reweight' in f or f.startswith('--workdir=') for f in extra), extra
+    assert all(any(k in f for k in ('counterfactual', 'reweight', 'seed', '--workdir=')) for f in extra), extra
     assert [f for f in evaluate if 'workdir' not in f and 'ckpt' not in f] == \
         [f for f in base_eval if 'workdir' not in f and 'ckpt' not in f]  # same tasks and limit
   ft_train, ft_eval = cmds['ft_debias']
@@ -81,7 +81,7 @@ def _write_eval(path, crows, winobias, ppl):
 
 def test_report_values_changes_and_readings(tmp_path):
   cfg = bias_mitigation.get_config('smoke=True,finetune=False')
-  del cfg.arms['cda_substitute'], cfg.arms['reweight']
+  del cfg.arms['cda_substitute'], cfg.arms['reweight'], cfg.arms['baseline_seed1']
   cfg.bootstrap_iters = 300
   n = 60
   crows_base = [1.0] * 45 + [0.0] * 15  # 0.75: stereotyped
@@ -110,7 +110,7 @@ def test_report_values_changes_and_readings(tmp_path):
 
 def test_report_refuses_missing_and_mismatched_evaluations(tmp_path):
   cfg = bias_mitigation.get_config('smoke=True,finetune=False')
-  del cfg.arms['cda_substitute'], cfg.arms['reweight']
+  del cfg.arms['cda_substitute'], cfg.arms['reweight'], cfg.arms['baseline_seed1']
   _write_eval(tmp_path / 'baseline' / 'eval', [1.0] * 10, [(1.0, 'pro')] * 10, [[-1.0, 1]] * 10)
   with pytest.raises(mitigation.MitigationError, match=r'arm cda_add has no evaluation .*eval_results\.json'):
     mitigation.build_report(cfg, str(tmp_path))
@@ -137,3 +137,13 @@ def test_every_arm_flag_names_a_field_of_its_recipes_config(arg, tmp_path):
         assert value in ('True', 'False', 'true', 'false'), f'arm {name}: {flag} is not a bool'
       else:
         type(node)(value)  # the value parses as the field's type (a ValueError fails the test)
+
+
+def test_a_selector_scores_only_its_documents():
+  """'crows_pairs_english[bias_type=gender]': the gender pairs, what the gender mitigations address."""
+  samples = {'t': [{'doc_id': 0, 'doc': {'bias_type': 'gender'}}, {'doc_id': 1, 'doc': {'bias_type': 'race-color'}},
+                   {'doc_id': 2, 'doc': {'bias_type': 'gender'}}]}
+  assert [s['doc_id'] for s in mitigation._documents(samples, 't[bias_type=gender]')] == [0, 2]
+  assert mitigation._documents(samples, 't') == samples['t']
+  assert mitigation._documents(samples, 'other') is None
+  assert any(t == 'crows_pairs_english[bias_type=gender]' for t, *_ in mitigation.BIAS_METRICS)

@@ -43,9 +43,12 @@ class MitigationError(RuntimeError):
   """An arm failed or its outputs are missing; the message names the arm and what to do."""
 
 
-# (task, metric, value of no bias, what it is). Lower |value - neutral| is less biased.
+# (task, metric, value of no bias, what it is). Lower |value - neutral| is less biased. A task
+# written 'task[field=value]' scores the documents whose doc[field] is value (CrowS-Pairs's
+# gender pairs: what the gender mitigations address, beside all nine bias types).
 BIAS_METRICS = (
     ('crows_pairs_english', 'pct_stereotype', 0.5, 'CrowS-Pairs: share of pairs where the stereotype is likelier'),
+    ('crows_pairs_english[bias_type=gender]', 'pct_stereotype', 0.5, 'CrowS-Pairs, gender pairs only'),
     ('winobias', 'pro_anti_gap', 0.0, 'WinoBias: accuracy on pro- minus anti-stereotyped sentences'),
     ('bbq', 's_amb', 0.0, 'BBQ: bias score in ambiguous contexts'),
     ('bbq', 's_dis', 0.0, 'BBQ: bias score in disambiguated contexts'),
@@ -168,22 +171,34 @@ def _last_val_loss(workdir: str) -> float | None:
   return val
 
 
+def _documents(samples: dict[str, list[dict]], task: str) -> list[dict] | None:
+  """The samples of ``task``, or of the documents 'task[field=value]' selects; None if not scored."""
+  name, _, selector = task.partition('[')
+  if name not in samples:
+    return None
+  if not selector:
+    return samples[name]
+  field, _, value = selector.rstrip(']').partition('=')
+  return [s for s in samples[name] if str(s.get('doc', {}).get(field)) == value]
+
+
 def _metric_rows(arm: str, base: str | None, tasks: Sequence[tuple[str, str]], ev: dict, base_ev: dict | None,
                  iters: int) -> list[dict]:
   rows = []
-  results, samples = ev
   for task, metric in tasks:
-    if task not in samples:
+    docs = _documents(ev[1], task)
+    if docs is None:
       continue
-    items = bias.metric_items(samples[task], metric)
+    items = bias.metric_items(docs, metric)
     if not items:
       continue
     stat = STATISTICS[metric]
     value = stat(items)
     row = {'arm': arm, 'task': task, 'metric': metric, 'value': value, 'n': len(items),
            'stderr': bias.bootstrap_stderr(stat, items, iters) if iters else math.nan}
-    if base is not None and base_ev is not None and task in base_ev[1]:
-      base_items = bias.metric_items(base_ev[1][task], metric)
+    base_docs = _documents(base_ev[1], task) if base is not None and base_ev is not None else None
+    if base_docs is not None:
+      base_items = bias.metric_items(base_docs, metric)
       if len(base_items) != len(items):
         raise MitigationError(f'arms {arm} and {base} were scored on different numbers of {task} documents '
                               f'({len(items)} and {len(base_items)}); evaluate both with the same limit')
@@ -249,7 +264,7 @@ def write_report(report: dict, workdir: str) -> list[str]:
            f'bootstrap ({report["bootstrap_iters"]} resamples) of the change against the baseline arm.', '',
            '| arm | recipe | mitigation flags | baseline | final validation loss |', '|---|---|---|---|---|']
   for name, a in report['arms'].items():
-    flags = ' '.join(f for f in a['flags'].split() if 'counterfactual' in f or 'reweight' in f or 'debias' in f)
+    flags = ' '.join(f for f in a['flags'].split() if any(k in f for k in ('counterfactual', 'reweight', 'debias', 'seed')))
     lines.append(f'| {name} | {a["program"]} | {flags or "none"} | {a["baseline"] or "-"} | {_f(a["val_loss"])} |')
   for kind in ('bias', 'quality'):
     lines += ['', f'## {kind.capitalize()} metrics', '',
@@ -262,7 +277,9 @@ def write_report(report: dict, workdir: str) -> list[str]:
                    f'{_f(r.get("baseline_value"))} | {change} | {verdict(r, n) if "change" in r else "baseline"} |')
   lines += ['', 'Reading: "less/more biased" when the whole interval lies on one side of 0 and the score moved '
             'toward/away from its neutral value (CrowS-Pairs 0.5, the others 0); "no detectable change" when the '
-            'interval contains 0.', '', '![change in bias against change in quality](report.png)', '']
+            'interval contains 0. The intervals cover the sampling of the probes\' documents only, not training\'s '
+            'randomness: an arm that changes only the seed measures that, and a mitigation\'s change is evidence '
+            'only where it is clearly larger.', '', '![change in bias against change in quality](report.png)', '']
   with open(paths[1], 'w') as f:
     f.write('\n'.join(lines))
   _plot(report, paths[2])
