@@ -57,6 +57,7 @@ def mesh_worker():
   collects it.
   """
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['XLA_FLAGS'] = '--xla_backend_optimization_level=0'  # as tests/conftest.py sets for every test
   spec = dict(model=dict(vocab_size=VOCAB, **model_kwargs('llama_gqa')), prompts=ragged_prompts(),
               max_new_tokens=NEW, settings=MESH_SETTINGS)
   # Files, not pipes: nobody reads the worker's (chatty) stderr until it has finished.

@@ -414,6 +414,7 @@ def _sharded_worker() -> dict:
 
 def test_sharded_equals_one_device():
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['XLA_FLAGS'] = '--xla_backend_optimization_level=0'  # as tests/conftest.py sets for every test
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], capture_output=True, text=True, env=env,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
