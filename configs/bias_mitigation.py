@@ -27,6 +27,7 @@ Arguments (after a colon):
   steps=<n>        pre-training steps of every arm (0 = the config's)
   ft_steps=<n>     fine-tuning steps (default 400, rows of 256 bytes, batch 8)
   finetune=False   pre-training arms only
+  size=<name>      the model size of configs/default.py (e.g. 124m on an accelerator; default: its own)
 """
 
 from ml_collections import config_dict
@@ -54,12 +55,13 @@ def arm(program: str, config: str, flags: str = '', baseline: str = '', quality:
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
-  args = common.parse_arg(arg, smoke=False, limit=500, steps=0, ft_steps=0, finetune=True)
+  args = common.parse_arg(arg, smoke=False, limit=500, steps=0, ft_steps=0, finetune=True, size='')
   c = config_dict.ConfigDict()
   c.bias_tasks = BIAS_TASKS
   c.limit = 8 if args.smoke else args.limit  # documents per evaluation task (0 = all)
   c.bootstrap_iters = 1000  # paired bootstrap resamples for the intervals
-  pre = 'configs/default.py' + (':smoke=True' if args.smoke else '')
+  pre_args = [a for a in ('smoke=True' if args.smoke else '', f'size={args.size}' if args.size else '') if a]
+  pre = 'configs/default.py' + (':' + ','.join(pre_args) if pre_args else '')
   steps = args.steps or (6 if args.smoke else 0)
   common_flags = f'--config.train.steps={steps} --config.train.decay_steps={steps}' if steps else ''
   # The arms differ only in their mitigation flags; seeds, steps and data are shared.

@@ -38,7 +38,7 @@ FINETUNE_ARGS = {
 # The controlled bias-mitigation experiment (llm/eval/mitigation.py); tests/test_mitigation.py
 # checks that every arm's flags name fields of its recipe's config.
 EXPERIMENT_ARGS = {
-    'bias_mitigation.py': ['', 'smoke=True', 'limit=100', 'steps=200,ft_steps=50', 'finetune=False'],
+    'bias_mitigation.py': ['', 'smoke=True', 'limit=100', 'steps=200,ft_steps=50', 'finetune=False', 'size=124m'],
 }
 
 

@@ -119,7 +119,7 @@ def test_report_refuses_missing_and_mismatched_evaluations(tmp_path):
     mitigation.build_report(cfg, str(tmp_path))
 
 
-@pytest.mark.parametrize('arg', ['', 'smoke=True', 'limit=100', 'steps=200,ft_steps=50', 'finetune=False'])
+@pytest.mark.parametrize('arg', ['', 'smoke=True', 'limit=100', 'steps=200,ft_steps=50', 'finetune=False', 'size=124m'])
 def test_every_arm_flag_names_a_field_of_its_recipes_config(arg, tmp_path):
   """A misspelt or removed field would fail only when that arm runs, minutes in: catch it here."""
   import importlib
