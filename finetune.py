@@ -67,7 +67,7 @@ def run(cfg, workdir: str) -> dict:
   t_start = time.perf_counter()
   # ----- Platform ------------------------------------------------------------------------
   from llm.run import configure_cpu_devices
-  configure_cpu_devices(cfg.cpu_devices)
+  configure_cpu_devices(cfg.cpu_devices, cfg.train.batch_size)
   import jax
   from clu import metric_writers
 

@@ -44,7 +44,7 @@ def run(cfg, workdir: str) -> dict:
   # ----- Platform ------------------------------------------------------------------------
   # Must precede the first use of JAX's CPU backend; it has no effect on GPU/TPU devices.
   from llm.run import configure_cpu_devices
-  configure_cpu_devices(cfg.cpu_devices)
+  configure_cpu_devices(cfg.cpu_devices, cfg.train.batch_size)
   import jax
   from clu import metric_writers
 

@@ -56,7 +56,8 @@ def base_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.loop = 'pretrain'  # pretrain | evaluate (score a checkpoint on config.evals, no training)
   c.seed = 0  # parameter initialisation and dropout
-  c.cpu_devices = 0  # on CPU: split the host into this many devices (data parallel over cores); 0 = 1 device
+  c.cpu_devices = 0  # on CPU: split the host into this many devices (data parallel over cores); 0 = 1 device,
+  # -1 = one per core, the most that divide train.batch_size (llm.run.auto_cpu_devices)
   # Start from another model's weights: a checkpoint workdir (a training run or `python -m llm.hf
   # import`) or 'hf:<Hugging Face model dir>'. Its architecture and tokenizer replace
   # config.model's size fields and config.data.tokenizer; '' = random initialisation.

@@ -14,13 +14,25 @@ from llm.data import DataConfig
 from llm.models import ModelConfig, config_for_size
 
 
-def configure_cpu_devices(n: int) -> None:
-  """Split the host CPU into ``n`` XLA devices (n > 0); call before JAX's CPU backend starts.
+def auto_cpu_devices(batch_size: int = 0) -> int:
+  """One XLA CPU device per core this process may run on, at most the most that divide
+  ``batch_size`` (0: any). On CPU, data parallelism over cores beats one device's intra-op
+  threads for small models: the default config's run took 0.90x the wall time on 2 devices
+  as on 1 (README), because XLA:CPU runs most small fusions on one thread."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+  return max(d for d in range(1, cores + 1) if not batch_size or batch_size % d == 0)
+
+
+def configure_cpu_devices(n: int, batch_size: int = 0) -> None:
+  """Split the host CPU into ``n`` XLA devices (n > 0; -1: ``auto_cpu_devices(batch_size)``);
+  call before JAX's CPU backend starts.
 
   Only the CPU platform is affected, so this is harmless on GPU and TPU hosts. An explicit
   --xla_force_host_platform_device_count in XLA_FLAGS wins.
   """
-  if n <= 0:
+  if n < 0:
+    n = auto_cpu_devices(batch_size)
+  if n <= 1:
     return
   flags_ = os.environ.get('XLA_FLAGS', '')
   if 'xla_force_host_platform_device_count' not in flags_:

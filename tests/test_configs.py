@@ -196,6 +196,19 @@ def test_shakespeare_char_values():
   assert cfg.data.split == 'tail' and cfg.data.val_fraction == 0.1
   opt = run.optim_config(cfg)
   assert (opt.lr, opt.min_lr, opt.warmup_steps, opt.decay_steps, opt.b2) == (1e-3, 1e-4, 100, 2000, 0.99)
+  assert cfg.cpu_devices == -1  # one device per core
+
+
+def test_cpu_runs_use_one_device_per_core_by_default(monkeypatch):
+  """The CPU configs split the host into a device per core (the most that divide the batch);
+  the smoke variant of the default keeps one device."""
+  assert load('default.py').cpu_devices == -1 and load('default.py', 'smoke=True').cpu_devices == 0
+  monkeypatch.setattr(run.os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+  assert run.auto_cpu_devices(16) == 4 and run.auto_cpu_devices(12) == 6 and run.auto_cpu_devices(7) == 1
+  assert run.auto_cpu_devices() == 6
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
+  run.configure_cpu_devices(-1, 16)
+  assert run.os.environ['XLA_FLAGS'].endswith('--xla_force_host_platform_device_count=4')
 
 
 def test_fewshot_config_selects_the_evaluate_loop_and_its_evaluators():
