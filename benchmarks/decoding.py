@@ -23,7 +23,6 @@ it. The table is printed and written as JSON to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks import write_json  # noqa: E402
 from llm.eval import decoding  # noqa: E402
 from llm.models import ModelConfig, SIZES, Transformer, config_for_size  # noqa: E402
 
@@ -145,10 +145,7 @@ def main(argv=None) -> dict:
     args.new_tokens, args.batches, args.reps = 32, [1, 4], 1
   result = run(args)
   print(table(result))
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=1)
+  write_json(result, args.out)
   return result
 
 

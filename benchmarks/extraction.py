@@ -55,6 +55,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import write_json  # pylint: disable=wrong-import-position
 from llm.data.clean import html as html_lib  # pylint: disable=wrong-import-position
 from llm.data.clean import rules  # pylint: disable=wrong-import-position
 
@@ -329,10 +330,7 @@ def main(argv: list[str] | None = None) -> None:
   result = run(pages, modes, args.reps, args.language)
   print(f"CPU: {result['cpu']}; {len(pages)} pages; median of {args.reps} runs per page, one core")
   print(table(result['summary']))
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w', encoding='utf-8') as f:
-      json.dump(result, f, indent=1, ensure_ascii=False)
+  write_json(result, args.out)
 
 
 if __name__ == '__main__':

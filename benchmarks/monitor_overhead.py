@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks import write_json  # noqa: E402
 from llm import sharding  # noqa: E402
 from llm.eval import decoding  # noqa: E402
 from llm.eval.monitor import Monitor, MonitorConfig  # noqa: E402
@@ -167,10 +167,7 @@ def main(argv=None) -> dict:
     args.new_tokens, args.batches, args.reps = 16, [4], 2
   result = run(args)
   print(table(result))
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      json.dump(result, f, indent=1)
+  write_json(result, args.out)
   return result
 
 

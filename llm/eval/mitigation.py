@@ -108,6 +108,13 @@ def commands(cfg: Any, workdir: str, python: str = sys.executable) -> dict[str, 
   return {n: out[n] for n in order}
 
 
+def _write(path: str, text: str) -> None:
+  """``text`` at ``path``, whole or not at all (an interrupted run leaves no half-written file)."""
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+
+
 def _run(cmd: list[str], what: str, log) -> None:
   log(f'$ {" ".join(cmd[1:])}')
   t = time.perf_counter()
@@ -133,8 +140,7 @@ def run_arms(cfg: Any, workdir: str, log=print) -> None:
     log(f'{name}:')
     _run(train, f'arm {name}: training', log)
     _run(evaluate, f'arm {name}: evaluation', log)
-    with open(marker, 'w') as f:
-      json.dump(record, f, indent=2)
+    _write(marker, json.dumps(record, indent=2))  # only now is the arm finished
 
 
 # ---------------------------------------------------------------------------- the report
@@ -255,8 +261,7 @@ def _higher_is_better(metric: str) -> bool:
 def write_report(report: dict, workdir: str) -> list[str]:
   """report.json, report.md and report.png in ``workdir``; returns their paths."""
   paths = [os.path.join(workdir, f'report.{ext}') for ext in ('json', 'md', 'png')]
-  with open(paths[0], 'w') as f:
-    json.dump(report, f, indent=2)
+  _write(paths[0], json.dumps(report, indent=2))
   neutral = report['neutral']
   lines = ['# Bias mitigation: controlled experiment', '',
            f'Every arm: same recipe, seed, steps and data; only the mitigation differs. Each metric on the first '
@@ -280,8 +285,7 @@ def write_report(report: dict, workdir: str) -> list[str]:
             'interval contains 0. The intervals cover the sampling of the probes\' documents only, not training\'s '
             'randomness: an arm that changes only the seed measures that, and a mitigation\'s change is evidence '
             'only where it is clearly larger.', '', '![change in bias against change in quality](report.png)', '']
-  with open(paths[1], 'w') as f:
-    f.write('\n'.join(lines))
+  _write(paths[1], '\n'.join(lines))
   _plot(report, paths[2])
   return paths
 
