@@ -185,16 +185,24 @@ def sample(cfg, workdir: str, setup, model_cfg, params, tok, mesh, writer, monit
 def sample_beyond_context(graphdef, model_cfg, params, prompt: list[int], num_tokens: int, *, temperature: float,
                           top_k: int, seed: int, mesh) -> list[int]:
   """prompt + ``num_tokens`` sampled ids, even past the model's context: KV-cache decoding in
-  windows, each re-prefilled from the last half context of text so far (nanoGPT's sample
-  crops the same way, one token at a time)."""
+  windows, each re-prefilled from the last quarter context of text so far (nanoGPT's sample
+  crops to its context one token at a time), so every token sees at least a quarter context.
+
+  Every window after the first has the same shape (a quarter-context prompt, three quarters
+  new), and so has the first for a prompt of up to a quarter context: the sampler compiles
+  once (each compile of a new window size cost ~2.3 s on the Shakespeare model, while a
+  window decodes in 12 ms). The last window is decoded whole and cut to ``num_tokens``.
+  """
   from llm.eval import decoding
-  ids, window = list(prompt), model_cfg.max_seq_len
-  while len(ids) < len(prompt) + num_tokens:
-    context = ids[-(window // 2):] if len(ids) >= window // 2 else ids
-    n = min(len(prompt) + num_tokens - len(ids), window - len(context))
+  ids, window, total = list(prompt), model_cfg.max_seq_len, len(prompt) + num_tokens
+  keep = max(1, window // 4)
+  while len(ids) < total:
+    first = len(ids) == len(prompt)
+    context = ids if first and len(ids) < window else ids[-keep:]  # a long prompt is used whole once
+    n = window - max(len(context), keep)
     gen = decoding.generate(graphdef, model_cfg, params, [context], n, temperature=temperature, top_k=top_k,
                             seed=seed + len(ids), mesh=mesh)
-    ids += list(gen.tokens[0])
+    ids += list(gen.tokens[0])[:total - len(ids)]
     if len(gen.tokens[0]) < n:  # stopped early (EOS): the document ended
       break
   return ids

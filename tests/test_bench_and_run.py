@@ -52,11 +52,21 @@ def test_end_of_training_sample_continues_past_the_context_and_respects_top_k():
   cfg = config_for_size('smoke', vocab_size=259, max_seq_len=16)
   graphdef, params = random_model(cfg)
   prompt = [1, 40, 41]
-  # 16 new tokens past a 3-token prompt: a first window of 13 (up to the 16-token context),
-  # then one re-prefilled from the last 8 tokens that stops after the 3 still missing.
-  # Two window sizes, so each sampler compiles twice.
+  # 16 new tokens past a 3-token prompt: a first window of 12 (a quarter context, 4 tokens, then
+  # three quarters new), then one re-prefilled from the last 4 tokens, decoded whole (12) and cut
+  # to the 4 still missing. One window size, so each sampler compiles once.
   kw = dict(top_k=0, seed=0, mesh=None)
-  greedy = train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=0.0, **kw)
+  from llm.eval import decoding
+  calls = []
+  def spy(graphdef, cfg, params, prompts, n, **kw):
+    calls.append((len(prompts[0]), n))
+    return generate(graphdef, cfg, params, prompts, n, **kw)
+  generate, decoding.generate = decoding.generate, spy
+  try:
+    greedy = train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=0.0, **kw)
+  finally:
+    decoding.generate = generate
+  assert calls == [(3, 12), (4, 12)]  # both prompts in one bucket, one number of new tokens: one compile
   assert greedy[:3] == prompt and len(greedy) == 19  # longer than max_seq_len: windows re-prefilled
   assert greedy == train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=0.0, **kw)
   # top_k=1 at any temperature is greedy.
