@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from flax import nnx
 from llm import sharding
 from llm.models import ModelConfig, build
 from llm.tokenizer import Tokenizer, TokenizerError, from_spec
-from llm.trainer import Params, TrainState
+from llm.trainer import Params, TrainState, run_once_options
 
 
 class CheckpointMismatch(ValueError):
@@ -64,14 +65,15 @@ def _leaf_checksums(x: jax.Array) -> jax.Array:
   return jnp.stack([jnp.sum(bits, dtype=jnp.uint32), jnp.sum(bits * weights, dtype=jnp.uint32)])
 
 
-@jax.jit
-def _tree_checksums(tree):
-  return jax.tree.map(_leaf_checksums, tree)
+@functools.cache
+def _tree_checksums():
+  """Jitted once the backend is known: integer sums, the same at any optimisation level."""
+  return jax.jit(lambda tree: jax.tree.map(_leaf_checksums, tree), compiler_options=run_once_options())
 
 
 def checksums(tree) -> dict[str, list[int]]:
   """{path: [sum, weighted sum]} of every array of ``tree`` (computed where the arrays live)."""
-  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(_tree_checksums(tree)))[0]
+  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(_tree_checksums()(tree)))[0]
   return {jax.tree_util.keystr(path): [int(v) for v in value] for path, value in leaves}
 
 

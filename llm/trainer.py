@@ -202,6 +202,13 @@ def setup_model(model_cfg: ModelConfig, optim_cfg: OptimConfig, mesh: Mesh,
                     sharding.named(mesh, state_specs), mesh, build, mask)
 
 
+def run_once_options() -> dict[str, Any] | None:
+  """XLA options for a program that runs once (initialisation, checksums): on CPU, LLVM -O0
+  compiles the Shakespeare model's initialisation in 0.7 s instead of 2.3 s, and the program
+  still runs in milliseconds. None (the defaults) on accelerators."""
+  return {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
+
+
 def _init_state(setup: ModelSetup, key: jax.Array) -> TrainState:
   params = nnx.to_pure_dict(nnx.split(setup.build(setup.cfg, key))[1])
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -210,7 +217,8 @@ def _init_state(setup: ModelSetup, key: jax.Array) -> TrainState:
 
 def init_state(setup: ModelSetup, seed: int) -> TrainState:
   """Initialise directly into the target shardings (a 7B model never sits on one device)."""
-  init = jax.jit(functools.partial(_init_state, setup), out_shardings=setup.state_shardings)
+  init = jax.jit(functools.partial(_init_state, setup), out_shardings=setup.state_shardings,
+                 compiler_options=run_once_options())
   with sharding.activate(setup.mesh):
     return init(jax.random.key(seed))
 
