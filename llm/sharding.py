@@ -151,15 +151,6 @@ def deactivate() -> Iterator[None]:
     _ACTIVE.pop()
 
 
-def splits(logical_axis: str) -> bool:
-  """Whether the active mesh shards tensors along ``logical_axis`` (False outside ``activate``,
-  inside ``deactivate`` or when that axis's mesh axes have size 1)."""
-  if not _ACTIVE or _ACTIVE[-1] is None:
-    return False
-  target = RULES[logical_axis]
-  return any(_ACTIVE[-1].shape[a] > 1 for a in ((target,) if isinstance(target, str) else tuple(target or ())))
-
-
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
   """with_sharding_constraint by logical names; a no-op outside ``activate``, inside
   ``deactivate`` or on 1 device."""

@@ -328,33 +328,6 @@ class Attention(nnx.Module):
       v_bskh += self.b_v_kh[...].astype(dt)
     return k_bskh, v_bskh
 
-  def fuses_qkv(self) -> bool:
-    """Whether queries, keys and values come from one matmul (``queries_keys_values``).
-
-    On CPU (``dense_grad='pretransposed'``) one [d, (n+2k)h] product and one transposed copy
-    of x for its weight gradient replace three of each: the Shakespeare model's step is
-    about 8% faster. Not with adapters on q/k/v, nor with heads split over a 'tensor' mesh
-    axis, where the concatenated weight would have to be gathered.
-    """
-    from llm import sharding  # local import: sharding imports nothing from here
-    return (self.cfg.dense_grad == 'pretransposed' and not sharding.splits('heads')
-            and not any(getattr(self, f'lora_a_{t}', None) is not None for t in 'qkv'))
-
-  def queries_keys_values(self, x_btd: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Queries [b, t, n, h], keys and values [b, t, k, h] of ``x`` from one projection."""
-    cfg, dt = self.cfg, x_btd.dtype
-    d, n, h = self.w_q_dnh.shape
-    k = self.w_k_dkh.shape[1]
-    w_dm = jnp.concatenate([self.w_q_dnh[...].reshape(d, n * h), self.w_k_dkh[...].reshape(d, k * h),
-                            self.w_v_dkh[...].reshape(d, k * h)], axis=1).astype(dt)
-    qkv_btm = project('btd,dm->btm', x_btd, w_dm, cfg)
-    if cfg.use_bias:
-      qkv_btm += jnp.concatenate([self.b_q_nh[...].reshape(-1), self.b_k_kh[...].reshape(-1),
-                                  self.b_v_kh[...].reshape(-1)]).astype(dt)
-    b, t = qkv_btm.shape[:2]
-    q, kk, v = jnp.split(qkv_btm, [n * h, (n + k) * h], axis=-1)
-    return q.reshape(b, t, n, h), kk.reshape(b, t, k, h), v.reshape(b, t, k, h)
-
   def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, segments_bt: jax.Array | None,
                branches_bt: jax.Array | None = None, cache: 'LayerCache | None' = None,
                with_weights: bool = False, lora_key: jax.Array | None = None, *,
@@ -368,14 +341,11 @@ class Attention(nnx.Module):
     """
     cfg, dt = self.cfg, x_btd.dtype
     kq, kk, kv, ko = jax.random.split(lora_key, 4) if lora_key is not None else (None,) * 4
-    if memory is None and self.fuses_qkv():
-      q_btnh, k_btkh, v_btkh = self.queries_keys_values(x_btd)
-    else:
-      q_btnh = adapted('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt), self, 'q', cfg, kq)
-      if cfg.use_bias:
-        q_btnh += self.b_q_nh[...].astype(dt)
-      if memory is None:
-        k_btkh, v_btkh = self.keys_values(x_btd, kk, kv)
+    q_btnh = adapted('btd,dnh->btnh', x_btd, self.w_q_dnh[...].astype(dt), self, 'q', cfg, kq)
+    if cfg.use_bias:
+      q_btnh += self.b_q_nh[...].astype(dt)
+    if memory is None:
+      k_btkh, v_btkh = self.keys_values(x_btd, kk, kv)
     if cfg.positions == 'rope':
       q_btnh = rope(q_btnh, positions_bt, cfg.rope_theta)
       k_btkh = rope(k_btkh, positions_bt, cfg.rope_theta)
