@@ -83,7 +83,10 @@ def base_config() -> config_dict.ConfigDict:
   c.model.remat = 'none'  # none | full | dots | dots_no_batch
   c.model.attention = 'auto'  # xla | cudnn; auto = cudnn on NVIDIA GPUs, else xla
   c.model.dense_grad = 'auto'  # xla | pretransposed; auto = pretransposed on CPU (faster backward there), else xla
-  c.model.scan_layers = True  # lax.scan over layers (fast compiles) or an unrolled loop (faster small models)
+  # Unrolled layers: the faster step wherever measured (1b on an H200: 53.5% MFU against 45%
+  # scanned; the default CPU model: 1.25x), same checkpoint layout. True = lax.scan over them,
+  # for faster compiles of deep models.
+  c.model.scan_layers = False
 
   # The data: llm.data.DataConfig's fields (sources, seq_len, tokenizer, spm_model,
   # hf_tokenizer, doc_separator, jsonl_field, split, val_fraction, decode_errors, seed,

@@ -21,7 +21,6 @@ def get_config(arg: str | None = None):
   c.cpu_devices = -1  # one XLA CPU device per core (the most that divide the batch), batch split between them
   c.model.size = 'char-tiny'
   c.model.vocab_multiple = 1  # CPU: no padding needed; 259 byte ids
-  c.model.scan_layers = False  # unrolled: faster for 4 small layers
   c.data.seq_len = 64
   c.data.doc_separator = 'file'  # the whole text is one document ...
   c.data.split = 'tail'  # ... whose last 10% is the validation split, as nanoGPT does

@@ -41,7 +41,7 @@ def synthetic_batch(arch: str, batch: int, seq_len: int, dec_len: int, vocab: in
 
 
 def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: int = 2, vocab: int = 32000,
-                  dtype: str = 'auto', attention: str = 'auto', remat: str = 'none', scan_layers: bool = True,
+                  dtype: str = 'auto', attention: str = 'auto', remat: str = 'none', scan_layers: bool = False,
                   mesh_shape: dict | None = None, accum_steps: int = 1, arch: str = 'decoder',
                   dec_len: int = 0) -> dict:
   """Time ``steps`` train steps after ``warmup`` ones; returns the figures as a dict."""
@@ -65,7 +65,10 @@ def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: 
   data = trainer.shard_batch(synthetic_batch(arch, batch, seq_len, dec_len, vocab), mesh)
   sync_each = backend == 'cpu'  # CPU collectives deadlock with several steps in flight
   t0 = time.perf_counter()
-  for _ in range(warmup):
+  state, metrics = step(state, data)  # traces, compiles and runs once
+  jax.block_until_ready(metrics)
+  first_s = time.perf_counter() - t0
+  for _ in range(warmup - 1):
     state, metrics = step(state, data)
     jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
@@ -86,10 +89,18 @@ def run_benchmark(size: str, seq_len: int, batch: int, steps: int = 10, warmup: 
       'dec_len': dec_len if enc_dec else None, 'batch': batch,
       'device': jax.devices()[0].device_kind, 'devices': n_dev, 'dtype': dtype, 'attention': attention,
       'remat': remat, 'scan_layers': scan_layers, 'mesh': dict(mesh.shape),
-      'warmup_s': round(compile_s, 1), 'step_ms': round(dt * 1000, 2), 'tokens_per_sec': round(tps, 1),
+      'warmup_s': round(compile_s, 1), 'compile_s': round(max(first_s - dt, 0.0), 1),
+      'peak_memory_gib': peak_memory_gib(), 'step_ms': round(dt * 1000, 2), 'tokens_per_sec': round(tps, 1),
       'tflops_per_device': round(tps * flops_tok / n_dev / 1e12, 2),
       'mfu': None if m is None else round(m, 4), 'loss': float(metrics['train_loss']),
   }
+
+
+def peak_memory_gib() -> float | None:
+  """Most memory this process has held on its first device (GiB), where the backend reports it (GPU, TPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else round(peak / 2**30, 2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,17 +117,21 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument('--dtype', default='auto', help='compute dtype; auto = bfloat16 on accelerators, float32 on CPU')
   p.add_argument('--attention', default='auto', choices=['auto', 'xla', 'cudnn'])
   p.add_argument('--remat', default='none', choices=['none', 'full', 'dots', 'dots_no_batch'])
-  p.add_argument('--no_scan', action='store_true', help='unroll the layers instead of lax.scan')
+  layers = p.add_mutually_exclusive_group()
+  layers.add_argument('--scan', action='store_true',
+                      help='lax.scan over the layers (faster compiles) instead of the default unrolled loop')
+  layers.add_argument('--no_scan', action='store_true', help='unrolled layers: the default, as in train.py')
   p.add_argument('--mesh', default='fsdp=-1', help="e.g. 'data=2,fsdp=2,tensor=2'")
   p.add_argument('--accum_steps', type=int, default=1)
   a = p.parse_args(argv)
   mesh = {k: int(v) for k, v in (kv.split('=') for kv in a.mesh.split(',') if kv)}
   r = run_benchmark(a.size, a.seq_len, a.batch, a.steps, a.warmup, a.vocab, a.dtype, a.attention, a.remat,
-                    not a.no_scan, mesh, a.accum_steps, a.arch, a.dec_len)
+                    a.scan, mesh, a.accum_steps, a.arch, a.dec_len)
   mfu_s = 'n/a (no known peak for this device)' if r['mfu'] is None else f"{r['mfu']:.1%}"
   print(f"{r['size']} ({r['params_M']}M params) seq {r['seq_len']} batch {r['batch']} on {r['devices']}x "
         f"{r['device']}: step {r['step_ms']:.1f} ms, {r['tokens_per_sec']:,.0f} tokens/s, "
-        f"{r['tflops_per_device']:.1f} TFLOP/s per device, MFU {mfu_s}")
+        f"{r['tflops_per_device']:.1f} TFLOP/s per device, MFU {mfu_s}, compile {r['compile_s']:.1f} s"
+        + ('' if r['peak_memory_gib'] is None else f", peak memory {r['peak_memory_gib']:.1f} GiB"))
   print(json.dumps(r))
 
 
