@@ -14,7 +14,8 @@ Cases: ``1b_default`` is what ``train.py`` runs for that size (unrolled layers, 
 attention, bfloat16, no remat); ``1b_scan`` the scanned layers that were the default before
 (45% MFU on an H200); ``1b_b24`` a larger batch; ``7b_*`` the 6.7B Llama-2 shape with
 full remat at batch 2 (an H200's 141 GB holds float32 parameters, gradients and Adam's two
-moments, 108 GB, plus rematerialised activations), unrolled and scanned.
+moments, 108 GB, plus rematerialised activations; an H100's 80 GB does not, and those
+cases then report 'out of device memory'), unrolled and scanned.
 """
 
 from __future__ import annotations
