@@ -4,7 +4,7 @@
 
 Byte vocabulary, speeches (blank-line separated) packed into rows of 128 tokens with
 segment masking, 1000 steps of batch 16, on a CPU host one XLA device per core. On a 2-core
-AMD EPYC it takes about 4 minutes (230 s, 2026-12-06) and reaches a validation loss
+AMD EPYC it takes about 3 minutes (173 s, 2026-12-06) and reaches a validation loss
 of 1.49 nats per byte (README). Arguments (after a colon):
   size=<llm.models.SIZES key>  model size (default tiny); e.g. configs/default.py:size=124m
   smoke=True                   shrink everything to seconds (tests)
