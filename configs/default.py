@@ -17,7 +17,4 @@ def get_config(arg: str | None = None):
   args = common.parse_arg(arg, size='tiny', smoke=False)
   c = common.base_config()
   c.model.size = args.size
-  # On a CPU host, one XLA device per core (the batch split between them): 0.90x the wall
-  # time of one device on 2 cores (README). The smoke variant keeps one device.
-  c.cpu_devices = 0 if args.smoke else -1
   return common.finalize(c, args)

@@ -18,7 +18,6 @@ from configs import common
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, smoke=False)
   c = common.base_config()
-  c.cpu_devices = -1  # one XLA CPU device per core (the most that divide the batch), batch split between them
   c.model.size = 'char-tiny'
   c.model.vocab_multiple = 1  # CPU: no padding needed; 259 byte ids
   c.data.seq_len = 64

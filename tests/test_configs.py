@@ -200,9 +200,11 @@ def test_shakespeare_char_values():
 
 
 def test_cpu_runs_use_one_device_per_core_by_default(monkeypatch):
-  """The CPU configs split the host into a device per core (the most that divide the batch);
-  the smoke variant of the default keeps one device."""
-  assert load('default.py').cpu_devices == -1 and load('default.py', 'smoke=True').cpu_devices == 0
+  """Every CPU config splits the host into a device per core (the most that divide the batch);
+  their smoke variants keep one device."""
+  for name in ('default.py', 'shakespeare_char.py', 'bert.py', 't5.py', 'finetune_sst2.py', 'finetune_qa.py'):
+    assert load(name).cpu_devices == -1 and load(name, 'smoke=True').cpu_devices == 0, name
+  assert load('fewshot.py', 'ckpt=runs/x').cpu_devices == -1
   monkeypatch.setattr(run.os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
   assert run.auto_cpu_devices(16) == 4 and run.auto_cpu_devices(12) == 6 and run.auto_cpu_devices(7) == 1
   assert run.auto_cpu_devices() == 6
