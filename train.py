@@ -196,6 +196,8 @@ def sample_beyond_context(graphdef, model_cfg, params, prompt: list[int], num_to
   from llm.eval import decoding
   ids, window, total = list(prompt), model_cfg.max_seq_len, len(prompt) + num_tokens
   keep = max(1, window // 4)
+  if window < 2:
+    raise ValueError(f'a context of {window} token leaves no room to sample beyond it')
   while len(ids) < total:
     first = len(ids) == len(prompt)
     context = ids if first and len(ids) < window else ids[-keep:]  # a long prompt is used whole once

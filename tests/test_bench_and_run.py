@@ -94,3 +94,15 @@ def test_cudnn_attention_errors_are_clear():
   c.model.dtype = 'float32'
   with pytest.raises(ValueError, match='model.dtype=bfloat16'):
     run.model_config(c, 259, 'gpu')
+
+
+def test_gpu_speed_script_runs_each_case_in_its_own_process_and_reports_failures():
+  """benchmarks/gpu_speed.py's plumbing on CPU: a case's llm.bench figures come back (compile
+  time and peak memory included), and a failing case is reported, not raised."""
+  from benchmarks import gpu_speed
+  row = gpu_speed.run_case('tiny', ['--size=smoke', '--seq_len=32', '--batch=4', '--steps=1', '--vocab=512'], 300)
+  assert 'error' not in row, row
+  assert row['scan_layers'] is False and row['step_ms'] > 0 and row['compile_s'] >= 0
+  assert row['peak_memory_gib'] is None  # the CPU backend reports no memory statistics
+  bad = gpu_speed.run_case('bad', ['--size=smoke', '--arch=encoder'], 300)
+  assert 'not --arch=encoder' in bad['error']
