@@ -1,8 +1,13 @@
 """Issue 14's GPU check in one script: MFU, compile time and peak memory of the default train
 step for the ~1B size at sequence 2048, and whether the ~7B size trains on one GPU with remat.
 
-  python -m benchmarks.gpu_speed --out=$OUT/gpu_speed.json            # one H100/H200, ~8 minutes
-  python -m benchmarks.gpu_speed --only=1b_default,1b_scan             # a subset
+  python -m benchmarks.gpu_speed --out=$OUT/gpu_speed.json            # one H200, ~8 minutes
+  python -m benchmarks.gpu_speed --only=1b_default,1b_scan,1b_b24      # the 1b cases: ~4 min, at most 7
+  python -m benchmarks.gpu_speed --only=7b_remat,7b_remat_scan         # the 7b cases: ~5 min, at most 7.5
+
+Under a 10-minute limit per command (the project's lent GPU machines), run the two groups as
+two commands on the same H200; the JSON is rewritten after every case, so a command cut
+short still returns what finished.
 
 Each case is ``python -m llm.bench`` in its own process (so one that runs out of memory
 does not take the others with it), with a time limit; the table gives step time, tokens/s,
