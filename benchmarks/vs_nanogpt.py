@@ -15,7 +15,9 @@ timed from launch to exit: ``python train.py --config=configs/shakespeare_char.p
 workdir, and nanoGPT's README command for its CPU recipe (``--device=cpu --compile=False
 --eval_iters=20 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0``; ``--log_interval=250`` so that
-neither prints every step). Prints the CPU model, every run, and the median ratio.
+neither prints every step). Prints the CPU model, every run (ours with the seconds of each phase
+from its ``footprint.json``: set-up, compilation, training, evaluation, checkpointing, and what
+came before the ledger started), and the median ratio.
 """
 
 from __future__ import annotations
@@ -50,12 +52,17 @@ def run_ours(work: str, extra: list[str]) -> dict:
   log = os.path.join(work, 'ours.log')
   sec, code = timed([sys.executable, 'train.py', '--config=configs/shakespeare_char.py', f'--workdir={wd}', *extra],
                     ROOT, log)
-  val = None
+  val, phases = None, None
   if os.path.exists(os.path.join(wd, 'metrics.jsonl')):
     with open(os.path.join(wd, 'metrics.jsonl')) as f:
       rows = [json.loads(line) for line in f]
     val = next((r['val_loss'] for r in reversed(rows) if 'val_loss' in r), None)
-  return {'who': 'ours', 'seconds': sec, 'returncode': code, 'val_loss': val, 'log': log}
+  if os.path.exists(os.path.join(wd, 'footprint.json')):  # where the time went, by phase (llm/footprint.py)
+    with open(os.path.join(wd, 'footprint.json')) as f:
+      ledger = json.load(f)
+    phases = {k: round(v['seconds'], 2) for k, v in ledger['phases'].items()}
+    phases['before_ledger'] = round(sec - ledger['seconds'], 2)  # interpreter, imports, config
+  return {'who': 'ours', 'seconds': sec, 'returncode': code, 'val_loss': val, 'phases': phases, 'log': log}
 
 
 def run_nanogpt(work: str, nanogpt: str) -> dict:
@@ -100,8 +107,8 @@ def main() -> None:
              'ratio_per_round': ratios, 'median_ratio': statistics.median(ratios), 'ours_args': a.ours_args}
   print(json.dumps(summary, indent=2))
   if a.out:
-    with open(a.out, 'w') as f:
-      json.dump({'summary': summary, 'runs': runs}, f, indent=2)
+    from benchmarks import write_json
+    write_json({'summary': summary, 'runs': runs}, a.out)
 
 
 if __name__ == '__main__':
