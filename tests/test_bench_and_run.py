@@ -1,5 +1,8 @@
 """Throughput benchmark, FLOP counting, sampling, and the backend-dependent config choices."""
 
+import dataclasses
+import os
+
 import pytest
 
 from configs import default
@@ -74,6 +77,10 @@ def test_end_of_training_sample_continues_past_the_context_and_respects_top_k():
                                      mesh=None) == greedy
   sampled = train.sample_beyond_context(graphdef, cfg, params, prompt, 16, temperature=1.0, **kw)
   assert sampled != greedy and all(0 <= t < cfg.vocab_size for t in sampled)
+  # A 1-token context leaves no room to generate: refused rather than looping.
+  with pytest.raises(ValueError, match='no room to sample'):
+    train.sample_beyond_context(graphdef, dataclasses.replace(cfg, max_seq_len=1), params, [1], 4,
+                                temperature=0.0, **kw)
 
 
 def test_auto_choices_follow_the_backend():
@@ -84,6 +91,10 @@ def test_auto_choices_follow_the_backend():
   assert (gpu.dtype, gpu.attention, gpu.dense_grad) == ('bfloat16', 'cudnn', 'xla')
   tpu = run.model_config(c, 259, 'tpu')
   assert (tpu.dtype, tpu.attention) == ('bfloat16', 'xla')
+  # Unrolled layers on every backend unless a config asks for the scan.
+  assert not (cpu.scan_layers or gpu.scan_layers or tpu.scan_layers)
+  c.model.scan_layers = True
+  assert run.model_config(c, 259, 'gpu').scan_layers
 
 
 def test_cudnn_attention_errors_are_clear():
@@ -106,3 +117,9 @@ def test_gpu_speed_script_runs_each_case_in_its_own_process_and_reports_failures
   assert row['peak_memory_gib'] is None  # the CPU backend reports no memory statistics
   bad = gpu_speed.run_case('bad', ['--size=smoke', '--arch=encoder'], 300)
   assert 'not --arch=encoder' in bad['error']
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.gpu_speed', '--only=1b_default,nope'], capture_output=True,
+                       text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode != 0 and out.stderr.strip().splitlines() == [
+      "error: unknown case(s) ['nope']; choose from ['1b_b24', '1b_default', '1b_scan', '7b_remat', '7b_remat_scan']"]

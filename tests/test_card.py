@@ -130,17 +130,23 @@ def make_eval(ed, ckpt, step=6):
   return ed
 
 
+def _card(wd, **kw):
+  """(card JSON, card Markdown) of ``wd``, made with ``card.make_card(wd, **kw)``."""
+  md, js = card.make_card(wd, **kw)
+  with open(js) as f:
+    data = json.load(f)
+  with open(md) as f:
+    text = f.read()
+  return data, text
+
+
 @pytest.fixture
 def run(tmp_path):
   """A pre-training workdir, its evaluation beside it (runs/x and runs/x_eval), and the card of both."""
   wd = make_run(str(tmp_path / 'run'))
   make_eval(str(tmp_path / 'run_eval'), wd)
   make_eval(str(tmp_path / 'other_eval'), str(tmp_path / 'another_run'))  # someone else's: never in this card
-  md, js = card.make_card(wd)
-  with open(js) as f:
-    data = json.load(f)
-  with open(md) as f:
-    text = f.read()
+  data, text = _card(wd)
   return wd, data, text
 
 
@@ -315,11 +321,7 @@ def test_missing_or_unreadable_required_artefacts_are_one_clear_message(tmp_path
 
 def test_optional_artefacts_absent_are_reported_with_the_command_that_makes_them(tmp_path):
   wd = make_run(str(tmp_path / 'run'), footprint=False, sample=False)
-  md, js = card.make_card(wd)
-  with open(js) as f:
-    data = json.load(f)
-  with open(md) as f:
-    text = f.read()
+  data, text = _card(wd)
   absent = {a['artefact']: a for a in data['absent']}
   assert f'configs/fewshot.py:ckpt={wd}' in absent['eval_results.json']['make']
   assert 'footprint.json' in absent and 'sample.txt' in absent
@@ -376,11 +378,7 @@ def test_lineage_names_the_base_of_a_fine_tuned_model_recursively(tmp_path):
   dapt = make_run(str(tmp_path / 'dapt'), step=4, meta_extra={'init_from': base, 'init_step': 6}, energy=2e-05)
   ft = make_run(str(tmp_path / 'sst2_lora'), loop='finetune', meta_extra={
       'finetuned_from': {'init': dapt, 'init_step': 4, 'method': 'lora', 'data': 'task:sst2_review'}})
-  md, js = card.make_card(ft)
-  with open(js) as f:
-    data = json.load(f)
-  with open(md) as f:
-    text = f.read()
+  data, text = _card(ft)
   v = {k: e['value'] for k, e in data['values'].items()}
   assert [e['base'] for e in data['lineage']] == [dapt, base]
   assert [e['relation'] for e in data['lineage']] == ['fine-tuned (lora) from', 'continued pre-training from']
@@ -431,11 +429,7 @@ def test_prepared_corpus_and_corpus_report_are_followed(tmp_path):
       'splits': {'train': {'docs': 180, 'tokens': 5000, 'shards': []},
                  'validation': {'docs': 0, 'tokens': 0, 'shards': []}}})
   wd = make_run(str(tmp_path / 'run'), sources=f'tokens:{tokens}')
-  md, js = card.make_card(wd)
-  with open(js) as f:
-    data = json.load(f)
-  with open(md) as f:
-    text = f.read()
+  data, text = _card(wd)
   v = {k: e['value'] for k, e in data['values'].items()}
   src = data['values']['data.0.sources.0.files.0.sha256']['source']
   assert v['data.0.sources.0.files.0.sha256'] == _sha(shard) and src['path'] == '../tokens/manifest.json'
@@ -507,15 +501,6 @@ def _edit_config(wd, **sections):
     else:
       cfg.setdefault(name, {}).update(fields)
   _json(path, cfg)
-
-
-def _card(wd, **kw):
-  md, js = card.make_card(wd, **kw)
-  with open(js) as f:
-    data = json.load(f)
-  with open(md) as f:
-    text = f.read()
-  return data, text
 
 
 def _unlinked_numbers(part):
